@@ -1,0 +1,107 @@
+//! The backend abstraction: one trait every device implements.
+//!
+//! The trainer, evaluator and visualiser talk only to an [`Executor`]: a model
+//! (a [`Plan`] with its parameters and optimizer state) instantiated on one
+//! device. The CPU backend implements it now; the CUDA backend implements the
+//! same trait, so the trainer does not change when it arrives.
+
+use crate::plan::{Plan, ReluRule};
+
+/// Errors a backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("batch holds {got} values, expected {expected} ({n} images of {shape})")]
+    BatchSize {
+        got: usize,
+        expected: usize,
+        n: usize,
+        shape: String,
+    },
+    #[error("label {label} of image {index} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        label: u32,
+        index: usize,
+        classes: usize,
+    },
+    #[error("parameter `{name}` has {got} values, expected {expected}")]
+    ParamSize {
+        name: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("expected {expected} parameter tensors, got {got}")]
+    ParamCount { expected: usize, got: usize },
+    #[error("no layer named `{0}`")]
+    UnknownLayer(String),
+    #[error("{0}")]
+    Device(String),
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// One mini-batch: `n` images, channels-last (`N x H x W x C`), and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub images: &'a [f32],
+    pub labels: &'a [u32],
+    pub n: usize,
+}
+
+/// What one forward/backward step measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepStats {
+    /// Sum over the batch of the per-image cross-entropy.
+    pub loss_sum: f64,
+    /// Number of images whose top-1 prediction equals the label.
+    pub correct: usize,
+}
+
+/// Hyper-parameters of one SGD update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    /// L2 weight decay, applied to weights (not biases).
+    pub weight_decay: f32,
+}
+
+/// A model instantiated on a device.
+pub trait Executor {
+    fn plan(&self) -> &Plan;
+
+    /// Device name for logs (`cpu (2 threads)`, `cuda:0 NVIDIA H100`).
+    fn device_name(&self) -> String;
+
+    /// Forward and backward pass over a batch in training mode (dropout active,
+    /// seeded by `seed`), accumulating nothing: the gradients of the mean
+    /// cross-entropy replace the previous ones.
+    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<StepStats>;
+
+    /// Applies one SGD step with the gradients of the last `forward_backward`.
+    fn sgd_update(&mut self, step: &SgdStep) -> Result<()>;
+
+    /// Inference: class probabilities, `n x classes`, row-major.
+    fn infer(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>>;
+
+    /// Parameter values, in `Plan::params()` order.
+    fn read_params(&self) -> Result<Vec<Vec<f32>>>;
+    fn write_params(&mut self, values: &[Vec<f32>]) -> Result<()>;
+
+    /// Momentum buffers, in `Plan::params()` order.
+    fn read_momentum(&self) -> Result<Vec<Vec<f32>>>;
+    fn write_momentum(&mut self, values: &[Vec<f32>]) -> Result<()>;
+
+    /// Gradients of the last `forward_backward`, in `Plan::params()` order.
+    fn read_grads(&self) -> Result<Vec<Vec<f32>>>;
+
+    /// Forward pass in inference mode that returns the output of layer
+    /// `layer_idx` (`n x H x W x C`) and keeps what a later
+    /// [`Executor::backward_to_input`] needs (ReLU inputs, max-pool switches).
+    fn forward_to(&mut self, images: &[f32], n: usize, layer_idx: usize) -> Result<Vec<f32>>;
+
+    /// Propagates `signal` (shaped like the output of `layer_idx` of the last
+    /// `forward_to`) back to the input image with the given ReLU rule; returns
+    /// `n x H x W x C` of the input.
+    fn backward_to_input(&mut self, layer_idx: usize, signal: &[f32], rule: ReluRule) -> Result<Vec<f32>>;
+}

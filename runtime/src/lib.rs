@@ -1,0 +1,11 @@
+//! The allcnnc runtime: executes the plans the compiler produces.
+//!
+//! - [`plan`]: the contract with the compiler (layers, shapes, parameters);
+//! - [`backend`]: the [`backend::Executor`] trait every device implements;
+//! - [`cpu`]: the CPU backend (kernels and the executor);
+//! - [`data`]: data set readers, preprocessing and augmentation.
+
+pub mod backend;
+pub mod cpu;
+pub mod data;
+pub mod plan;
