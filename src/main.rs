@@ -1,1 +1,5 @@
-fn main(){}
+//! The `allcnnc` binary: see [`allcnnc::cli`].
+
+fn main() -> std::process::ExitCode {
+    allcnnc::cli::main()
+}

@@ -103,5 +103,10 @@ pub trait Executor {
     /// Propagates `signal` (shaped like the output of `layer_idx` of the last
     /// `forward_to`) back to the input image with the given ReLU rule; returns
     /// `n x H x W x C` of the input.
-    fn backward_to_input(&mut self, layer_idx: usize, signal: &[f32], rule: ReluRule) -> Result<Vec<f32>>;
+    fn backward_to_input(
+        &mut self,
+        layer_idx: usize,
+        signal: &[f32],
+        rule: ReluRule,
+    ) -> Result<Vec<f32>>;
 }

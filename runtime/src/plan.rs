@@ -73,7 +73,9 @@ pub enum Activation {
     None,
     Relu,
     /// `x if x > 0 else slope * x`.
-    LeakyRelu { slope: f32 },
+    LeakyRelu {
+        slope: f32,
+    },
 }
 
 /// How the backward pass treats a ReLU (Springenberg et al., Figure 1).

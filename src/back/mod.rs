@@ -1,0 +1,12 @@
+//! Back ends: everything that turns the IR into output.
+//!
+//! - [`net`]: the pretty printer back to `.net` text (used by `convert`);
+//! - [`dot`] and [`json`]: the graph for Graphviz and for scripts;
+//! - [`summary`]: the per-layer table and its JSON form;
+//! - [`plan`]: lowering to the runtime's executable [`runtime::plan::Plan`].
+
+pub mod dot;
+pub mod json;
+pub mod net;
+pub mod plan;
+pub mod summary;

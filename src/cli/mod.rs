@@ -1,0 +1,335 @@
+//! The `allcnnc` command line: one function per subcommand.
+//!
+//! Every subcommand reads `.net` files through [`load`], which renders
+//! diagnostics to stderr; a failing command exits with status 1 and never
+//! panics on bad input.
+
+use crate::back;
+use crate::diagnostic::{emit_stderr, Source};
+use crate::front;
+use crate::ir::Graph;
+use crate::passes::{self, PassManager};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "allcnnc",
+    version,
+    about = "Compiler for .net descriptions of convolutional networks (Springenberg et al., The All Convolutional Net)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check .net files; exit 0 when all are valid, else print diagnostics and exit 1
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Per-layer table: output shape, parameters, MACs, receptive field, activation memory
+    Summary {
+        file: PathBuf,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Derive a variant of the paper (Strided-, All- or ConvPool-CNN) as .net text
+    Convert {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        to: Variant,
+        /// Write here instead of stdout
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the IR graph as Graphviz DOT or JSON
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        /// Show the graph right after this pass (shapes, stats, strided, allconv, convpool)
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Run the front end and write the IR, the summary and the runtime plan into a folder
+    Compile {
+        file: PathBuf,
+        /// Output folder
+        #[arg(short, long, default_value = "build")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Variant {
+    Strided,
+    Allconv,
+    Convpool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+/// Runs the command line and returns the process status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Summary { file, json } => summary(&file, json),
+        Command::Convert { file, to, output } => convert(&file, to, output.as_deref()),
+        Command::Graph {
+            file,
+            format,
+            after,
+        } => graph(&file, format, after.as_deref()),
+        Command::Compile { file, output } => compile(&file, &output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Reported) => ExitCode::FAILURE,
+        Err(Failure::Message(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a command failed.
+pub enum Failure {
+    /// Diagnostics were already printed.
+    Reported,
+    /// A message still to print.
+    Message(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Message(message)
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+/// Reads, parses and analyses one file, printing its diagnostics.
+pub fn load(path: &Path) -> Result<(Source, Graph), Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let name = path.display().to_string();
+    let source = match front::decode(&name, bytes) {
+        Ok(source) => source,
+        Err((source, diags)) => {
+            emit_stderr(&source, &diags);
+            return Err(Failure::Reported);
+        }
+    };
+    match front::load(&source) {
+        Ok(graph) => Ok((source, graph)),
+        Err(diags) => {
+            emit_stderr(&source, &diags);
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!(
+                "{name}: {errors} error{}",
+                if errors == 1 { "" } else { "s" }
+            );
+            Err(Failure::Reported)
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> CliResult {
+    let mut failed = false;
+    for file in files {
+        match load(file) {
+            Ok((_, graph)) => eprintln!(
+                "{}: ok ({} layers, {} parameters)",
+                file.display(),
+                graph.len(),
+                back::summary::thousands(graph.total_params())
+            ),
+            Err(Failure::Message(message)) => {
+                eprintln!("error: {message}");
+                failed = true;
+            }
+            Err(Failure::Reported) => failed = true,
+        }
+    }
+    if failed {
+        Err(Failure::Reported)
+    } else {
+        Ok(())
+    }
+}
+
+fn summary(file: &Path, json: bool) -> CliResult {
+    let (_, graph) = load(file)?;
+    let summary = back::summary::summarize(&graph);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("summary serialises")
+        );
+    } else {
+        print!("{}", back::summary::render_text(&summary));
+    }
+    Ok(())
+}
+
+/// Applies a paper variant to a loaded graph (shapes and counts refreshed).
+pub fn derive(source: &Source, graph: &Graph, to: Variant) -> Result<Graph, Failure> {
+    let pass: Box<dyn passes::Pass> = match to {
+        Variant::Strided => Box::new(passes::strided::Strided),
+        Variant::Allconv => Box::new(passes::allconv::AllConv),
+        Variant::Convpool => Box::new(passes::convpool::ConvPool),
+    };
+    let mut derived = graph.clone();
+    if let Err(diags) = PassManager::derive(pass).run(&mut derived) {
+        emit_stderr(source, &diags);
+        return Err(Failure::Reported);
+    }
+    derived.name = match to {
+        Variant::Strided => variant_name(&graph.name, "strided_cnn"),
+        Variant::Allconv => variant_name(&graph.name, "all_cnn"),
+        Variant::Convpool => variant_name(&graph.name, "convpool_cnn"),
+    };
+    Ok(derived.compacted())
+}
+
+/// `model_c` -> `all_cnn_c`; other names get the variant as a prefix.
+fn variant_name(name: &str, variant: &str) -> String {
+    match name.strip_prefix("model_") {
+        Some(letter) => format!("{variant}_{letter}"),
+        None => format!("{variant}_{name}"),
+    }
+}
+
+fn convert(file: &Path, to: Variant, output: Option<&Path>) -> CliResult {
+    let (source, graph) = load(file)?;
+    let derived = derive(&source, &graph, to)?;
+    let what = match to {
+        Variant::Strided => {
+            "strided: each max-pool deleted, its stride moved to the conv before it"
+        }
+        Variant::Allconv => {
+            "allconv: each max-pool replaced by a conv of its kernel, stride and width"
+        }
+        Variant::Convpool => {
+            "convpool: a dense 3x3 conv of the same width inserted before each max-pool"
+        }
+    };
+    let header = vec![
+        format!(
+            "Derived by `allcnnc convert --to {}` from {}",
+            variant_word(to),
+            file.display()
+        ),
+        format!("({what}; Springenberg et al. 2015, Table 2)."),
+    ];
+    let text = back::net::print(&derived, &header);
+    match output {
+        Some(path) => std::fs::write(path, &text)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?,
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "parameters: {} ({}) -> {} ({})",
+        back::summary::thousands(graph.total_params()),
+        graph.name,
+        back::summary::thousands(derived.total_params()),
+        derived.name
+    );
+    Ok(())
+}
+
+fn variant_word(to: Variant) -> &'static str {
+    match to {
+        Variant::Strided => "strided",
+        Variant::Allconv => "allconv",
+        Variant::Convpool => "convpool",
+    }
+}
+
+fn graph(file: &Path, format: GraphFormat, after: Option<&str>) -> CliResult {
+    let (source, mut graph) = load(file)?;
+    if let Some(name) = after {
+        let Some(pass) = passes::by_name(name) else {
+            return Err(format!(
+                "unknown pass `{name}`; passes: {}",
+                passes::PASS_NAMES.join(", ")
+            )
+            .into());
+        };
+        let is_rewrite = !matches!(name, "shapes" | "stats");
+        let mut pm = if is_rewrite {
+            PassManager::derive(pass)
+        } else {
+            let mut pm = PassManager::analysis();
+            // Analysis already ran in `load`; run it again to honour `--after`.
+            drop(pass);
+            pm.dump_after(name);
+            pm
+        };
+        pm.dump_after(name);
+        if let Err(diags) = pm.run(&mut graph) {
+            emit_stderr(&source, &diags);
+            return Err(Failure::Reported);
+        }
+        if let Some(dumped) = pm.dumped() {
+            graph = dumped.clone();
+        }
+    }
+    match format {
+        GraphFormat::Dot => print!("{}", back::dot::to_dot(&graph)),
+        GraphFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&back::json::to_json(&graph, Some(&source)))
+                .expect("json")
+        ),
+    }
+    Ok(())
+}
+
+fn compile(file: &Path, output: &Path) -> CliResult {
+    let (source, graph) = load(file)?;
+    std::fs::create_dir_all(output)
+        .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
+    let write = |name: String, text: String| -> Result<PathBuf, Failure> {
+        let path = output.join(name);
+        std::fs::write(&path, text)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        Ok(path)
+    };
+    let summary = back::summary::summarize(&graph);
+    let plan = back::plan::lower(&graph, Some(&source));
+    let written = [
+        write(
+            format!("{}.ir.json", graph.name),
+            serde_json::to_string_pretty(&back::json::to_json(&graph, Some(&source)))
+                .expect("json"),
+        )?,
+        write(
+            format!("{}.summary.json", graph.name),
+            serde_json::to_string_pretty(&summary).expect("json"),
+        )?,
+        write(
+            format!("{}.summary.txt", graph.name),
+            back::summary::render_text(&summary),
+        )?,
+        write(
+            format!("{}.runtime-plan.json", graph.name),
+            serde_json::to_string_pretty(&plan).expect("json"),
+        )?,
+    ];
+    print!("{}", back::summary::render_text(&summary));
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
