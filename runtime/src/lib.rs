@@ -3,9 +3,11 @@
 //! - [`plan`]: the contract with the compiler (layers, shapes, parameters);
 //! - [`backend`]: the [`backend::Executor`] trait every device implements;
 //! - [`cpu`]: the CPU backend (kernels and the executor);
-//! - [`data`]: data set readers, preprocessing and augmentation.
+//! - [`data`]: data set readers, preprocessing and augmentation;
+//! - [`train`]: the training loop, evaluation, checkpoints and curves.
 
 pub mod backend;
 pub mod cpu;
 pub mod data;
 pub mod plan;
+pub mod train;

@@ -4,6 +4,8 @@
 //! diagnostics to stderr; a failing command exits with status 1 and never
 //! panics on bad input.
 
+pub mod run;
+
 use crate::back;
 use crate::diagnostic::{emit_stderr, Source};
 use crate::front;
@@ -63,6 +65,14 @@ pub enum Command {
         #[arg(short, long, default_value = "build")]
         output: PathBuf,
     },
+    /// Train a model on a data set (recipe from the file's train section; flags override it)
+    Train(run::TrainArgs),
+    /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix
+    Eval(run::EvalArgs),
+    /// Top-5 classes of images
+    Predict(run::PredictArgs),
+    /// Training and inference throughput (images/s, GFLOP/s)
+    Bench(run::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +101,10 @@ pub fn main() -> ExitCode {
             after,
         } => graph(&file, format, after.as_deref()),
         Command::Compile { file, output } => compile(&file, &output),
+        Command::Train(args) => run::train(&args),
+        Command::Eval(args) => run::eval(&args),
+        Command::Predict(args) => run::predict(&args),
+        Command::Bench(args) => run::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,9 @@ pub const MAX_LAYERS: usize = 10_000;
 const MAX_DEPTH: usize = 32;
 /// Largest integer a size, count or channel option may take.
 const MAX_INT: u64 = 1 << 24;
+/// Most statements elaboration may expand (nested repeats and blocks multiply:
+/// without a cap, `repeat 9999 { repeat 9999 { ... } }` would never finish).
+const MAX_STEPS: usize = 1_000_000;
 
 const LAYER_KINDS: &[&str] = &[
     "input",
@@ -114,6 +117,8 @@ struct Elaborator {
     classes: Option<(usize, Span)>,
     depth: usize,
     too_many_reported: bool,
+    /// Statements expanded so far (see [`MAX_STEPS`]).
+    steps: usize,
 }
 
 impl Elaborator {
@@ -228,7 +233,8 @@ impl Elaborator {
         graph.input_span = input_span;
         graph.classes_span = classes_span;
         let layers = std::mem::take(&mut self.layers);
-        if layers.is_empty() {
+        // Past the step limit the rest of the body was skipped, not empty.
+        if layers.is_empty() && self.steps <= MAX_STEPS {
             self.diags.push(
                 Diagnostic::error(
                     "E0209",
@@ -272,6 +278,20 @@ impl Elaborator {
 
     fn stmts(&mut self, stmts: &[Stmt]) {
         for stmt in stmts {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                if self.steps == MAX_STEPS + 1 {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "E0214",
+                            format!("the network expands to more than {MAX_STEPS} statements"),
+                        )
+                        .at(stmt_span(stmt), "the limit is reached here")
+                        .note("nested `repeat`s and blocks multiply their counts"),
+                    );
+                }
+                return;
+            }
             match stmt {
                 Stmt::Layer(layer) => self.layer(layer),
                 Stmt::Const(def) => self.define(def),
@@ -380,7 +400,7 @@ impl Elaborator {
             return;
         }
         for i in start..=end {
-            if self.layers.len() > MAX_LAYERS {
+            if self.layers.len() >= MAX_LAYERS || self.steps > MAX_STEPS {
                 break;
             }
             let mut scope = HashMap::new();
@@ -419,16 +439,17 @@ impl Elaborator {
                 None
             }
             "classes" => {
-                if let Some(n) = self.positive(&mut args, "classes", 0, &["n"], None) {
-                    if let Some((_, prev)) = &self.classes {
-                        self.diags.push(
-                            Diagnostic::error("E0216", "`classes` is given twice")
-                                .at(stmt.span.clone(), "second")
-                                .also(prev.clone(), "first"),
-                        );
-                    }
-                    self.classes = Some((n, stmt.span.clone()));
+                if let Some((_, prev)) = &self.classes {
+                    self.diags.push(
+                        Diagnostic::error("E0216", "`classes` is given twice")
+                            .at(stmt.span.clone(), "second")
+                            .also(prev.clone(), "first"),
+                    );
                 }
+                // A bad count is reported by `positive`; the placeholder keeps
+                // the network from also being reported as lacking `classes`.
+                let n = self.positive(&mut args, "classes", 0, &["n"], None);
+                self.classes = Some((n.unwrap_or(1), stmt.span.clone()));
                 None
             }
             "conv" => self.conv(stmt, &mut args),
@@ -516,6 +537,9 @@ impl Elaborator {
                     .also(prev.clone(), "first"),
             );
         }
+        // Until the shape is known good, a placeholder records that `input`
+        // was written, so the network is not also reported as lacking one.
+        self.input = Some((Shape::new(1, 1, 1), stmt.span.clone()));
         let Some(value) = args.take("dims", &[], Some(0)) else {
             self.missing(stmt, "the input shape", "input 3x32x32");
             return;
@@ -658,7 +682,11 @@ impl Elaborator {
             self.diags.push(
                 Diagnostic::error("E0303", format!("{key} must be at least 1"))
                     .at(value.span.clone(), "zero")
-                    .note("a layer with no channels has no output"),
+                    .note(if key == "classes" {
+                        "a classifier needs at least one class"
+                    } else {
+                        "a layer with no channels has no output"
+                    }),
             );
             return None;
         }
@@ -709,18 +737,27 @@ impl Elaborator {
             }
         }?;
         if pair.0 == 0 || pair.1 == 0 || pair.0 > MAX_INT || pair.1 > MAX_INT {
-            self.diags.push(
-                Diagnostic::error(
-                    "E0304",
-                    format!("{what} {}x{} is out of range", pair.0, pair.1),
+            // Shown as written: `stride=0`, not `0x0`.
+            let shown = match &value.kind {
+                ValueKind::Dims(_) => format!("{}x{}", pair.0, pair.1),
+                _ => pair.0.to_string(),
+            };
+            let diag = if pair.0 == 0 || pair.1 == 0 {
+                Diagnostic::error("E0304", format!("{what} {shown} is out of range"))
+                    .at(value.span.clone(), format!("{what} must be at least 1"))
+                    .note(if what == "stride" {
+                        "a stride of 0 would never move the window"
+                    } else {
+                        "a kernel of size 0 sees nothing"
+                    })
+            } else {
+                // The value may have saturated while parsing: do not show it.
+                Diagnostic::error("E0304", format!("{what} is too large")).at(
+                    value.span.clone(),
+                    format!("{what} must be at most {MAX_INT}"),
                 )
-                .at(value.span.clone(), format!("{what} must be at least 1"))
-                .note(if what == "stride" {
-                    "a stride of 0 would never move the window"
-                } else {
-                    "a kernel of size 0 sees nothing"
-                }),
-            );
+            };
+            self.diags.push(diag);
             return None;
         }
         Some((pair.0 as usize, pair.1 as usize))
@@ -853,7 +890,8 @@ impl Elaborator {
                 } else if !matches!(stmt, Stmt::Bad(_)) {
                     self.diags.push(
                         Diagnostic::error("E0221", "only settings may appear in `train`")
-                            .at(def.span.start..def.span.start + 5, "in this section")
+                            .at(stmt_span(stmt), "not a setting")
+                            .also(def.span.start..def.span.start + 5, "in this section")
                             .note(format!("settings: {}", TRAIN_KINDS.join(", "))),
                     );
                 }
@@ -918,7 +956,19 @@ impl Elaborator {
                     training.schedule = match which.as_deref() {
                         Some("step") => {
                             let milestones = match &at {
-                                Some(value) => self.int_list(value),
+                                Some(value) => {
+                                    let milestones = self.int_list(value);
+                                    if milestones.windows(2).any(|w| w[0] >= w[1]) {
+                                        self.diags.push(
+                                            Diagnostic::error(
+                                                "E0305",
+                                                "schedule epochs must increase",
+                                            )
+                                            .at(value.span.clone(), "not in increasing order"),
+                                        );
+                                    }
+                                    milestones
+                                }
                                 None => {
                                     self.missing(
                                         stmt,
@@ -1029,14 +1079,6 @@ impl Elaborator {
             seen.insert(kind, stmt.span.clone());
             args.finish(allowed, &mut self.diags);
         }
-        if let Schedule::Step { milestones, .. } = &training.schedule {
-            if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                self.diags.push(
-                    Diagnostic::error("E0305", "schedule epochs must increase")
-                        .at(def.span.start..def.span.start + 5, "in this section"),
-                );
-            }
-        }
         training
     }
 
@@ -1066,6 +1108,15 @@ impl Elaborator {
             Diagnostic::error("E0301", format!("{what} is out of range"))
                 .at(span.unwrap_or(0..0), format!("must be {range}")),
         );
+    }
+}
+
+/// The span of a statement, for diagnostics.
+fn stmt_span(stmt: &Stmt) -> Span {
+    match stmt {
+        Stmt::Layer(layer) => layer.span.clone(),
+        Stmt::Const(def) => def.span.clone(),
+        Stmt::Use { span, .. } | Stmt::Repeat { span, .. } | Stmt::Bad(span) => span.clone(),
     }
 }
 
@@ -1149,10 +1200,10 @@ impl<'a> Args<'a> {
         if let Some(entry) = named {
             entry.2 = true;
             let value = entry.1;
-            if let Some(position) = position {
-                if let Some(Some(pos)) = self.positional.get(position) {
-                    self.taken.push((key.to_string(), pos.span.clone()));
-                }
+            // The positional value in the same slot is the same argument given
+            // twice: report it once, as such, not also as one too many.
+            if let Some(pos) = position.and_then(|p| self.take_positional(p)) {
+                self.taken.push((key.to_string(), pos.span.clone()));
             }
             return Some(value);
         }

@@ -29,7 +29,12 @@ pub fn load(source: &Source) -> Result<Graph, Vec<Diagnostic>> {
 /// the line and column of the first bad byte.
 pub fn decode(name: &str, bytes: Vec<u8>) -> Result<Source, (Source, Vec<Diagnostic>)> {
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(Source::new(name, text)),
+        // A byte-order mark (some Windows editors write one) is not text: drop
+        // it, so line 1 column 1 is the first character the user sees.
+        Ok(text) => match text.strip_prefix('\u{feff}') {
+            Some(rest) => Ok(Source::new(name, rest)),
+            None => Ok(Source::new(name, text)),
+        },
         Err(err) => {
             let valid = err.utf8_error().valid_up_to();
             let bytes = err.into_bytes();

@@ -15,8 +15,9 @@ struct NetParser;
 
 /// Parses a whole file; on a syntax error returns the diagnostics.
 pub fn parse(text: &str) -> Result<File, Vec<Diagnostic>> {
-    let mut pairs =
-        NetParser::parse(Rule::file, text).map_err(|err| vec![syntax_error(&err, 0)])?;
+    check_limits(text)?;
+    let mut pairs = NetParser::parse(Rule::file, text)
+        .map_err(|err| vec![syntax_error(&err, text, 0, false)])?;
     let mut file = File::default();
     let Some(root) = pairs.next() else {
         return Ok(file);
@@ -288,7 +289,7 @@ fn primary(pair: Pair<'_, Rule>) -> Expr {
 fn explain_bad_line(text: &str, span: Span) -> Diagnostic {
     let line = &text[span.clone()];
     match NetParser::parse(Rule::line_check, line) {
-        Err(err) => syntax_error(&err, span.start),
+        Err(err) => syntax_error(&err, text, span.start, true),
         // The line parses alone, so it failed only because of what follows it.
         Ok(_) => Diagnostic::error(
             "E0001",
@@ -298,7 +299,88 @@ fn explain_bad_line(text: &str, span: Span) -> Diagnostic {
     }
 }
 
-fn syntax_error(err: &pest::error::Error<Rule>, offset: usize) -> Diagnostic {
+/// Most nested `(` and `{` levels the parser accepts (deeper text would
+/// overflow the stack of the recursive-descent parser).
+pub const MAX_NESTING: usize = 64;
+/// Most operators on one line (an expression is one line; evaluating a longer
+/// chain would recurse too deeply).
+pub const MAX_OPERATORS_PER_LINE: usize = 256;
+
+/// Rejects text nested too deeply or with too long an expression before pest
+/// sees it, so no input can overflow the stack.
+fn check_limits(text: &str) -> Result<(), Vec<Diagnostic>> {
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut in_comment = false;
+    let mut prev = '\0';
+    for (pos, ch) in text.char_indices() {
+        match ch {
+            '\n' => {
+                in_comment = false;
+                operators = 0;
+            }
+            _ if in_comment => {}
+            '#' => in_comment = true,
+            '/' if text[pos + 1..].starts_with('/') => in_comment = true,
+            '(' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(vec![Diagnostic::error(
+                        "E0004",
+                        format!("brackets nest deeper than {MAX_NESTING} levels"),
+                    )
+                    .at(pos..pos + 1, "too deep here")]);
+                }
+            }
+            ')' | '}' => depth = depth.saturating_sub(1),
+            // The `-` of an exponent (`1e-5`) is not an operator.
+            '+' | '-' | '*' | '/' if !(ch == '-' && prev == 'e') => {
+                operators += 1;
+                if operators > MAX_OPERATORS_PER_LINE {
+                    return Err(vec![Diagnostic::error(
+                        "E0004",
+                        format!("more than {MAX_OPERATORS_PER_LINE} operators on one line"),
+                    )
+                    .at(pos..pos + 1, "too long here")
+                    .hint("split the expression with `let` constants")]);
+                }
+            }
+            _ => {}
+        }
+        prev = ch;
+    }
+    Ok(())
+}
+
+/// The `{` of the innermost brace still open at the end of `text` (comments
+/// skipped), for the "missing `}`" hint.
+fn unclosed_brace(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut in_comment = false;
+    for (pos, ch) in text.char_indices() {
+        match ch {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '#' => in_comment = true,
+            '/' if text[pos + 1..].starts_with('/') => in_comment = true,
+            '{' => open.push(pos),
+            '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
+}
+
+/// A diagnostic for a pest error at `offset` into `text`; `in_line` when a
+/// single bad line was parsed on its own (its end is the end of the line).
+fn syntax_error(
+    err: &pest::error::Error<Rule>,
+    text: &str,
+    offset: usize,
+    in_line: bool,
+) -> Diagnostic {
     let pos = match err.location {
         pest::error::InputLocation::Pos(pos) => pos,
         pest::error::InputLocation::Span((start, _)) => start,
@@ -307,7 +389,10 @@ fn syntax_error(err: &pest::error::Error<Rule>, offset: usize) -> Diagnostic {
         pest::error::ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<&str> = positives
                 .iter()
-                .filter_map(|rule| rule_name(*rule))
+                .filter_map(|rule| match rule {
+                    Rule::EOI if in_line => Some("end of the line"),
+                    _ => rule_name(*rule),
+                })
                 .collect();
             names.sort_unstable();
             names.dedup();
@@ -320,9 +405,22 @@ fn syntax_error(err: &pest::error::Error<Rule>, offset: usize) -> Diagnostic {
     } else {
         format!("expected {}", join_or(&expected))
     };
-    Diagnostic::error("E0001", format!("syntax error: {message}"))
-        .at(pos..pos + 1, message)
-        .note("a file holds `let` constants, `block`s, one `network { ... }` and an optional `train { ... }`; each statement sits on its own line")
+    // Underline one character, but never a line break: a label that spans
+    // it would be drawn over two lines.
+    let end = match text[pos.min(text.len())..].chars().next() {
+        Some(ch) if ch != '\n' && ch != '\r' => pos + ch.len_utf8(),
+        _ => pos,
+    };
+    let mut diag =
+        Diagnostic::error("E0001", format!("syntax error: {message}")).at(pos..end, message);
+    if !in_line && text[pos.min(text.len())..].trim().is_empty() {
+        if let Some(open) = unclosed_brace(text) {
+            diag = diag
+                .also(open..open + 1, "this `{` is never closed")
+                .hint("the file ends inside `{ ... }`: add the missing `}`");
+        }
+    }
+    diag.note("a file holds `let` constants, `block`s, one `network { ... }` and an optional `train { ... }`; each statement sits on its own line")
 }
 
 fn join_or(names: &[&str]) -> String {

@@ -1,0 +1,168 @@
+//! A safe, single-threaded matrix product over strided `f32` slices.
+//!
+//! The kernels parallelise over independent chunks of rows themselves, so the
+//! product here always runs on the calling thread. That keeps the summation
+//! order of every output element a function of the chunk's shape alone, which
+//! is what makes the backend's results independent of the thread count.
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows x cols` matrix with row stride `cols`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of this view (no data moves).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Whether every element the view addresses lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+        last < self.data.len()
+    }
+}
+
+/// `dst = lhs * rhs` (or `dst += lhs * rhs` when `accumulate`), where `dst`
+/// is row-major `lhs.rows x rhs.cols`.
+///
+/// # Panics
+///
+/// Panics when the shapes disagree or a view runs past its slice.
+pub(crate) fn matmul(dst: &mut [f32], lhs: View<'_>, rhs: View<'_>, accumulate: bool) {
+    assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination has the wrong size");
+    matmul_strided(dst, rhs.cols, lhs, rhs, accumulate);
+}
+
+/// [`matmul`] into a destination whose rows lie `dst_rs` values apart
+/// (`dst_rs >= rhs.cols`); values between the rows are left alone.
+///
+/// # Panics
+///
+/// Panics when the shapes disagree or a matrix runs past its slice.
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: View<'_>,
+    rhs: View<'_>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "inner dimensions differ");
+    assert!(dst_rs >= n, "destination rows overlap");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "destination out of bounds"
+    );
+    assert!(lhs.in_bounds() && rhs.in_bounds(), "view out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above guarantee that every element gemm reads
+    // (`lhs`, `rhs`) or writes (`dst`, `m x n` with row stride `dst_rs`)
+    // lies inside its slice; `dst` is a unique borrow, so it aliases neither
+    // operand. Strides fit in `isize` because they index into live
+    // allocations.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_matches_naive_in_every_orientation() {
+        let (m, k, n) = (7, 5, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+        let expected = naive(&a, &b, m, k, n);
+        let mut c = vec![0.0; m * n];
+        matmul(
+            &mut c,
+            View::row_major(&a, m, k),
+            View::row_major(&b, k, n),
+            false,
+        );
+        for (x, y) in c.iter().zip(&expected) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // Transposed operands stored the other way round.
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut c2 = vec![1.0; m * n];
+        matmul(
+            &mut c2,
+            View::row_major(&at, k, m).t(),
+            View::row_major(&bt, n, k).t(),
+            true,
+        );
+        for (x, y) in c2.iter().zip(&expected) {
+            assert!((x - (y + 1.0)).abs() < 1e-5);
+        }
+    }
+}

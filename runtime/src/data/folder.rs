@@ -1,0 +1,255 @@
+//! An image folder: `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}`.
+//!
+//! Classes are the sub-folders of `ROOT/train` sorted by name (byte order),
+//! label 0 first; the test split uses the training classes so that labels
+//! agree, and a test class unknown to training is an error. Files are sorted
+//! by name within a class; other files and hidden entries are ignored.
+//!
+//! The images are ordered class by class in turn (the first image of every
+//! class, then the second of every class, ...), so the first `limit` images
+//! cover all classes. Decoding runs in parallel (rayon). All images must have
+//! one size; grey images become RGB when any image of the split has colour,
+//! and an alpha channel is dropped.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::{DataError, Dataset, Result, Split};
+use crate::plan::Shape;
+
+/// File extensions read as images (compared case-insensitively).
+pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// One decoded image, 8 bits per channel, channels-last.
+#[derive(Debug, Clone)]
+struct Decoded {
+    width: usize,
+    height: usize,
+    channels: usize,
+    bytes: Vec<u8>,
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DataError::io(dir, source))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DataError::io(dir, source))?;
+        let path = entry.path();
+        if !is_hidden(&path) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// The class sub-folders of `dir`, sorted by name.
+fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    Ok(read_dir(dir)?
+        .into_iter()
+        .filter(|path| path.is_dir())
+        .map(|path| {
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, path)
+        })
+        .collect())
+}
+
+fn is_image(path: &Path) -> bool {
+    path.is_file()
+        && path.extension().is_some_and(|ext| {
+            let ext = ext.to_string_lossy().to_lowercase();
+            EXTENSIONS.contains(&ext.as_str())
+        })
+}
+
+fn require_dir(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(DataError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    if !path.is_dir() {
+        return Err(DataError::NotADirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The class names of the folder data set at `root`: the sub-folders of
+/// `root/train`, or of `root/test` when there is no training folder.
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
+    let train = root.join("train");
+    let dir = if train.is_dir() {
+        train
+    } else {
+        root.join("test")
+    };
+    require_dir(&dir)?;
+    let names: Vec<String> = class_dirs(&dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if names.is_empty() {
+        return Err(DataError::NoClasses { path: dir });
+    }
+    Ok(names)
+}
+
+/// The files of one split of an image folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub class_names: Vec<String>,
+    /// Each image file with its label, in load order.
+    pub items: Vec<(PathBuf, u32)>,
+}
+
+/// Lists the files of a split in load order (classes in turn) with labels.
+pub fn list(root: &Path, split: Split) -> Result<Listing> {
+    let split_dir = root.join(split.to_string());
+    require_dir(&split_dir)?;
+    let class_names = class_names(root)?;
+    let split_classes = class_dirs(&split_dir)?;
+    if split_classes.is_empty() {
+        return Err(DataError::NoClasses { path: split_dir });
+    }
+    let mut per_class: Vec<(u32, Vec<PathBuf>)> = Vec::new();
+    for (name, dir) in split_classes {
+        let Some(label) = class_names.iter().position(|known| *known == name) else {
+            return Err(DataError::UnknownClass {
+                path: dir,
+                known: class_names.join(", "),
+            });
+        };
+        let files: Vec<PathBuf> = read_dir(&dir)?
+            .into_iter()
+            .filter(|path| is_image(path))
+            .collect();
+        if files.is_empty() {
+            return Err(DataError::EmptyClass { path: dir });
+        }
+        per_class.push((label as u32, files));
+    }
+    let rounds = per_class
+        .iter()
+        .map(|(_, files)| files.len())
+        .max()
+        .unwrap_or(0);
+    let mut items = Vec::with_capacity(per_class.iter().map(|(_, files)| files.len()).sum());
+    for round in 0..rounds {
+        for (label, files) in &per_class {
+            if let Some(file) = files.get(round) {
+                items.push((file.clone(), *label));
+            }
+        }
+    }
+    Ok(Listing { class_names, items })
+}
+
+fn decode(path: &Path) -> Result<Decoded> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::io(path, source))?;
+    let image = image::load_from_memory(&bytes).map_err(|err| DataError::Decode {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    })?;
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let (channels, bytes) = if image.color().has_color() {
+        (3, image.into_rgb8().into_raw())
+    } else {
+        (1, image.into_luma8().into_raw())
+    };
+    Ok(Decoded {
+        width,
+        height,
+        channels,
+        bytes,
+    })
+}
+
+/// Reads one image file as `(shape, H x W x C values in 0..=1)`; grey images
+/// have one channel, colour images three.
+pub fn load_image(path: &Path) -> Result<(Shape, Vec<f32>)> {
+    if !path.exists() {
+        return Err(DataError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let decoded = decode(path)?;
+    let shape = Shape::new(decoded.channels, decoded.height, decoded.width);
+    Ok((shape, super::bytes_to_unit(&decoded.bytes)))
+}
+
+/// Loads a split of the image folder at `root` (first `limit` images in load
+/// order if given).
+pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    let Listing {
+        class_names,
+        mut items,
+    } = list(root, split)?;
+    let keep = limit.map_or(items.len(), |limit| limit.min(items.len()));
+    // Even with `limit == 0` one image is decoded: it gives the shape.
+    items.truncate(keep.max(1));
+    let decoded: Vec<Result<Decoded>> = items.par_iter().map(|(path, _)| decode(path)).collect();
+    let decoded: Vec<Decoded> = decoded.into_iter().collect::<Result<_>>()?;
+    let Some(first) = decoded.first() else {
+        return Err(DataError::NoClasses {
+            path: root.join(split.to_string()),
+        });
+    };
+    let (width, height) = (first.width, first.height);
+    if let Some(index) = decoded
+        .iter()
+        .position(|image| image.width != width || image.height != height)
+    {
+        return Err(DataError::SizeMismatch {
+            path: items[index].0.clone(),
+            first: items[0].0.clone(),
+            expected_w: width,
+            expected_h: height,
+            found_w: decoded[index].width,
+            found_h: decoded[index].height,
+        });
+    }
+    let channels = decoded
+        .iter()
+        .map(|image| image.channels)
+        .max()
+        .unwrap_or(1);
+    let shape = Shape::new(channels, height, width);
+    let mut images = vec![0.0f32; decoded.len() * shape.len()];
+    images
+        .par_chunks_mut(shape.len())
+        .zip(decoded.par_iter())
+        .for_each(|(out, image)| {
+            if image.channels == channels {
+                for (value, &byte) in out.iter_mut().zip(&image.bytes) {
+                    *value = f32::from(byte) / 255.0;
+                }
+            } else {
+                // A grey image in a colour data set: repeat it on every channel.
+                for (pixel, &byte) in out.chunks_exact_mut(channels).zip(&image.bytes) {
+                    pixel.fill(f32::from(byte) / 255.0);
+                }
+            }
+        });
+    let labels = items.into_iter().map(|(_, label)| label).collect();
+    let mut dataset = Dataset {
+        images,
+        labels,
+        shape,
+        classes: class_names.len(),
+        class_names,
+    };
+    dataset.truncate(keep);
+    Ok(dataset)
+}

@@ -1,0 +1,392 @@
+//! Training and evaluation over any [`Executor`].
+//!
+//! The loop is device-independent: it asks the data loader for batches
+//! (prepared one ahead on a background thread), calls
+//! [`Executor::forward_backward`] and [`Executor::sgd_update`], evaluates on
+//! the test set after each epoch, appends a line to `metrics.jsonl`, writes
+//! `checkpoint.safetensors` (and `best.safetensors`) atomically and redraws
+//! `curves.png`.
+//!
+//! Reproducibility: the data order of epoch `e` depends only on `(seed, e)`,
+//! augmentation and dropout only on `(seed, epoch, batch)`, so a run resumed
+//! from a checkpoint (even one written mid-epoch on interruption) ends with
+//! the same weights as an uninterrupted run of the same seed.
+
+pub mod checkpoint;
+pub mod curves;
+
+use crate::backend::{BackendError, Executor, SgdStep};
+use crate::data::augment::Augment;
+use crate::data::loader::{batches_per_epoch, BatchLoader, LoaderOptions};
+use crate::data::preprocess::Preprocess;
+use crate::data::Dataset;
+use checkpoint::{Checkpoint, CheckpointError, Progress};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` at each milestone epoch (the paper: 0.1 at 200, 250, 300).
+    Step {
+        gamma: f64,
+        milestones: Vec<u32>,
+    },
+    /// Cosine decay from the base rate to zero over the run.
+    Cosine,
+}
+
+/// Everything the loop needs to know about a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub epochs: u32,
+    pub batch: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from lr/10 (0: none).
+    pub warmup: u32,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub augment: Augment,
+    pub seed: u64,
+}
+
+impl Recipe {
+    /// Learning rate at `epoch` (0-based) with `progress` in 0..1 through it.
+    pub fn lr_at(&self, epoch: u32, progress: f64) -> f64 {
+        let t = epoch as f64 + progress.clamp(0.0, 1.0);
+        let base = match &self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Step { gamma, milestones } => {
+                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
+                self.lr * gamma.powi(passed as i32)
+            }
+            Schedule::Cosine => {
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * t / self.epochs.max(1) as f64).cos())
+            }
+        };
+        if self.warmup > 0 && t < self.warmup as f64 {
+            base * (0.1 + 0.9 * t / self.warmup as f64)
+        } else {
+            base
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "the loss became {value} at epoch {epoch}, batch {batch} (step {step}); training stopped and the last good checkpoint was kept. Try a lower learning rate (now {lr})"
+    )]
+    NonFinite {
+        value: f64,
+        epoch: u32,
+        batch: usize,
+        step: u64,
+        lr: f64,
+    },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the training set ({train} images) is smaller than one batch ({batch})")]
+    TooFewImages { train: usize, batch: usize },
+    #[error(
+        "interrupted at epoch {epoch}, batch {batch}; checkpoint saved, continue with --resume"
+    )]
+    Interrupted { epoch: u32, batch: usize },
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+/// Result of evaluating a model on a data set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    /// Fraction in 0..1.
+    pub accuracy: f64,
+    pub images: usize,
+    pub per_class_accuracy: Vec<f64>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    pub class_names: Vec<String>,
+}
+
+/// Progress reports for a user interface (progress bars, logs).
+pub trait Observer {
+    fn epoch_start(&mut self, _epoch: u32, _epochs: u32, _batches: usize, _done: usize) {}
+    /// After each batch: running loss and accuracy of the epoch, images/s.
+    fn batch_done(&mut self, _batch: usize, _loss: f64, _accuracy: f64, _images_per_s: f64) {}
+    fn epoch_done(&mut self, _metrics: &EpochMetrics) {}
+    fn message(&mut self, _text: &str) {}
+}
+
+/// An observer that reports nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Evaluates on every image of `data` (already preprocessed).
+pub fn evaluate(
+    exec: &mut dyn Executor,
+    data: &Arc<Dataset>,
+    batch: usize,
+) -> Result<Evaluation, TrainError> {
+    let classes = exec.plan().classes;
+    let mut confusion = vec![vec![0u64; classes]; classes];
+    let mut loss = 0.0f64;
+    for batch in BatchLoader::new(data, LoaderOptions::eval(batch)) {
+        let probs = exec.infer(&batch.images, batch.n)?;
+        for (row, &label) in probs.chunks_exact(classes).zip(&batch.labels) {
+            let predicted = argmax(row);
+            let label = label as usize;
+            loss -= (row[label].max(1e-12) as f64).ln();
+            confusion[label][predicted] += 1;
+        }
+    }
+    let images = data.len();
+    let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
+    let per_class_accuracy = confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            let total: u64 = row.iter().sum();
+            if total == 0 {
+                0.0
+            } else {
+                row[c] as f64 / total as f64
+            }
+        })
+        .collect();
+    Ok(Evaluation {
+        loss: loss / images.max(1) as f64,
+        accuracy: correct as f64 / images.max(1) as f64,
+        images,
+        per_class_accuracy,
+        confusion,
+        class_names: data.class_names.clone(),
+    })
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Files of a run folder.
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.dir.join("curves.png")
+    }
+}
+
+/// Reads `metrics.jsonl` (missing file: no lines).
+pub fn read_metrics(path: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A training run: model on a device, data, recipe and run folder.
+pub struct Trainer<'a> {
+    pub exec: &'a mut dyn Executor,
+    pub train: Arc<Dataset>,
+    pub test: Arc<Dataset>,
+    pub preprocess: Preprocess,
+    pub recipe: Recipe,
+    pub run: RunDir,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current batch with a
+    /// checkpoint.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Trainer<'_> {
+    fn checkpoint(&self, progress: Progress) -> Result<Checkpoint, TrainError> {
+        Ok(Checkpoint {
+            model_hash: self.exec.plan().model_hash.clone(),
+            model: self.exec.plan().name.clone(),
+            params: self.exec.read_params()?,
+            momentum: self.exec.read_momentum()?,
+            preprocess: Some(self.preprocess.clone()),
+            class_names: self.train.class_names.clone(),
+            progress,
+        })
+    }
+
+    /// Runs from `start` (a fresh run: `Progress { seed, ..Default }`) to
+    /// the recipe's last epoch.
+    pub fn run(
+        &mut self,
+        start: Progress,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<EpochMetrics>, TrainError> {
+        let recipe = self.recipe.clone();
+        let batches = batches_per_epoch(self.train.len(), recipe.batch, true);
+        if self.train.len() < recipe.batch {
+            return Err(TrainError::TooFewImages {
+                train: self.train.len(),
+                batch: recipe.batch,
+            });
+        }
+        std::fs::create_dir_all(&self.run.dir).map_err(|source| TrainError::Io {
+            path: self.run.dir.clone(),
+            source,
+        })?;
+        let mut history = read_metrics(&self.run.metrics());
+        history.retain(|m| m.epoch <= start.epoch);
+        let mut progress = start;
+        while progress.epoch < recipe.epochs {
+            let epoch = progress.epoch;
+            observer.epoch_start(epoch, recipe.epochs, batches, progress.batch);
+            let mut options =
+                LoaderOptions::train(recipe.batch, recipe.augment, recipe.seed, epoch as u64);
+            options.start_batch = progress.batch;
+            let started = Instant::now();
+            let seconds_before = progress.seconds;
+            let mut last_lr = recipe.lr_at(epoch, 0.0);
+            for batch in BatchLoader::new(&self.train, options) {
+                let index = batch.index;
+                let step = epoch as u64 * batches as u64 + index as u64;
+                let stats = self
+                    .exec
+                    .forward_backward(&batch.view(), dropout_seed(recipe.seed, step))?;
+                let batch_loss = stats.loss_sum / batch.n as f64;
+                if !batch_loss.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        value: batch_loss,
+                        epoch: epoch + 1,
+                        batch: index + 1,
+                        step,
+                        lr: last_lr,
+                    });
+                }
+                last_lr = recipe.lr_at(epoch, index as f64 / batches as f64);
+                self.exec.sgd_update(&SgdStep {
+                    lr: last_lr as f32,
+                    momentum: recipe.momentum as f32,
+                    nesterov: recipe.nesterov,
+                    weight_decay: recipe.weight_decay as f32,
+                })?;
+                progress.batch = index + 1;
+                progress.loss_sum += stats.loss_sum;
+                progress.correct += stats.correct as u64;
+                progress.seen += batch.n as u64;
+                let elapsed = seconds_before + started.elapsed().as_secs_f64();
+                progress.seconds = elapsed;
+                observer.batch_done(
+                    index + 1,
+                    progress.loss_sum / progress.seen as f64,
+                    progress.correct as f64 / progress.seen as f64,
+                    progress.seen as f64 / elapsed.max(1e-9),
+                );
+                if self.stop.load(Ordering::SeqCst) && progress.batch < batches {
+                    self.checkpoint(progress.clone())?
+                        .save(self.exec.plan(), &self.run.checkpoint())?;
+                    return Err(TrainError::Interrupted {
+                        epoch: epoch + 1,
+                        batch: progress.batch,
+                    });
+                }
+            }
+            let eval = evaluate(self.exec, &self.test, recipe.batch.max(256))?;
+            let metrics = EpochMetrics {
+                epoch: epoch + 1,
+                lr: last_lr,
+                train_loss: progress.loss_sum / progress.seen.max(1) as f64,
+                train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
+                test_loss: eval.loss,
+                test_accuracy: eval.accuracy,
+                images_per_s: progress.seen as f64 / progress.seconds.max(1e-9),
+                seconds: progress.seconds,
+            };
+            let improved = eval.accuracy > progress.best_accuracy;
+            progress = Progress {
+                epoch: epoch + 1,
+                batch: 0,
+                seed: progress.seed,
+                best_accuracy: progress.best_accuracy.max(eval.accuracy),
+                ..Progress::default()
+            };
+            let checkpoint = self.checkpoint(progress.clone())?;
+            checkpoint.save(self.exec.plan(), &self.run.checkpoint())?;
+            if improved {
+                checkpoint.save(self.exec.plan(), &self.run.best())?;
+            }
+            let path = self.run.metrics();
+            let line = serde_json::to_string(&metrics).expect("metrics serialise");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut file| writeln!(file, "{line}"))
+                .map_err(|source| TrainError::Io { path, source })?;
+            history.push(metrics.clone());
+            if let Err(err) = curves::draw(&history, &self.run.curves(), &self.exec.plan().name) {
+                observer.message(&format!("could not draw curves: {err}"));
+            }
+            observer.epoch_done(&metrics);
+            if self.stop.load(Ordering::SeqCst) && progress.epoch < recipe.epochs {
+                return Err(TrainError::Interrupted {
+                    epoch: progress.epoch,
+                    batch: 0,
+                });
+            }
+        }
+        Ok(history)
+    }
+}
+
+/// The dropout seed of one step: a function of the run seed and the global
+/// step only, so resumed runs draw the same masks.
+pub fn dropout_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed
+        ^ step
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
