@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use runtime::backend::{Batch, Executor, SgdStep};
-use runtime::cpu::conv::{conv_forward, ConvBackward, ConvGeometry};
+use runtime::cpu::conv::{ConvAlgorithm, ConvBackward, ConvForward, ConvGeometry};
 use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::plan::{Activation, Layer, Op, Padding, Plan, ReluRule, Shape, Window};
@@ -73,20 +73,21 @@ fn all_cnn_c() -> Plan {
     }
 }
 
-/// CPU seconds this process has used (user + system), from `/proc/self/stat`;
-/// with other jobs on the machine, work per CPU second is steadier than
-/// work per wall second. Returns 0 where `/proc` is missing.
+/// CPU seconds the live threads of this process have run, summed from
+/// `/proc/self/task/*/schedstat` (nanosecond resolution). With other jobs on
+/// the machine, work per CPU second is steadier than work per wall second.
+/// Returns 0 where `/proc` is missing.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    // The first field of each thread's schedstat is its CPU time in ns.
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, in clock ticks (100 per second).
-    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-    ticks / 100.0
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 * 1e-9
 }
 
 fn random(seed: u64, len: usize) -> Vec<f32> {
@@ -150,7 +151,8 @@ fn main() {
     );
 
     // Per-layer breakdown of the convolutions, run through the kernels.
-    println!("layer   forward ms (GFLOP/s)   backward ms (GFLOP/s)");
+    println!("per layer, CPU ms (GFLOP per CPU second, counting direct-convolution FLOPs):");
+    println!("layer   forward            backward");
     let mut total = (0.0, 0.0);
     for (idx, layer) in plan.layers.iter().enumerate() {
         let Op::Conv { window, act, .. } = &layer.op else {
@@ -170,14 +172,28 @@ fn main() {
         let mut dw = vec![0.0; w.len()];
         let mut db = vec![0.0; b.len()];
         let mut workspace = Vec::new();
+        let winograd = geom.uses_winograd();
         let flop = 2.0 * (n * layer.out_shape.len() * geom.k()) as f64;
-        let reps = 3;
-        conv_forward(&geom, n, &x, &w, Some(&b), *act, &mut y);
-        let t = Instant::now();
+        let reps = 4;
+        let mut forward = |y: &mut [f32]| {
+            ConvForward {
+                geom,
+                n,
+                input: &x,
+                weight: &w,
+                bias: Some(&b),
+                act: *act,
+                output: y,
+                algorithm: ConvAlgorithm::Auto,
+            }
+            .run(&mut workspace)
+        };
+        forward(&mut y);
+        let cpu = cpu_seconds();
         for _ in 0..reps {
-            conv_forward(&geom, n, &x, &w, Some(&b), *act, &mut y);
+            forward(&mut y);
         }
-        let fwd = t.elapsed().as_secs_f64() / reps as f64;
+        let fwd = (cpu_seconds() - cpu) / reps as f64;
         let mut backward = |dy: &mut [f32]| {
             ConvBackward {
                 geom,
@@ -191,25 +207,27 @@ fn main() {
                 grad_input: (idx > 0).then_some(&mut dx[..]),
                 grad_weight: Some(&mut dw),
                 grad_bias: Some(&mut db),
+                algorithm: ConvAlgorithm::Auto,
             }
             .run(&mut workspace)
         };
         backward(&mut dy);
-        let t = Instant::now();
+        let cpu = cpu_seconds();
         for _ in 0..reps {
             backward(&mut dy);
         }
-        let bwd = t.elapsed().as_secs_f64() / reps as f64;
+        let bwd = (cpu_seconds() - cpu) / reps as f64;
         let bwd_flop = if idx > 0 { 2.0 * flop } else { flop };
         total.0 += fwd;
         total.1 += bwd;
         println!(
-            "{:6} {:8.1} ({:4.0})          {:8.1} ({:4.0})",
+            "{:6} {:8.1} ({:4.0})   {:8.1} ({:4.0})  {}",
             layer.name,
             fwd * 1e3,
             flop / fwd / 1e9,
             bwd * 1e3,
-            bwd_flop / bwd / 1e9
+            bwd_flop / bwd / 1e9,
+            if winograd { "winograd" } else { "im2col" }
         );
     }
     println!(

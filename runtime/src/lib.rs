@@ -3,11 +3,13 @@
 //! - [`plan`]: the contract with the compiler (layers, shapes, parameters);
 //! - [`backend`]: the [`backend::Executor`] trait every device implements;
 //! - [`cpu`]: the CPU backend (kernels and the executor);
+//! - [`cuda`]: the CUDA backend (generated kernels run through the driver API);
 //! - [`data`]: data set readers, preprocessing and augmentation;
 //! - [`train`]: the training loop, evaluation, checkpoints and curves.
 
 pub mod backend;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod plan;
 pub mod train;

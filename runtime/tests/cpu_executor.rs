@@ -39,7 +39,8 @@ mod cpu {
     /// of kinks), large enough for `f32` round-off; tolerance `abs + 1e-2 |g|`
     /// for every coordinate, where `abs` covers the round-off of the `f32`
     /// loss divided by the step (about `1e-7 / 3e-4` per unit of loss noise).
-    fn check_network_gradients(plan: Plan, n: usize, seed: u64, abs: f64) {
+    /// At most `max_misses` coordinates per tensor may miss (kinks crossed).
+    fn check_network_gradients(plan: Plan, n: usize, seed: u64, abs: f64, max_misses: usize) {
         let input = plan.input;
         let classes = plan.classes;
         let mut exec = executor(plan, seed);
@@ -67,7 +68,7 @@ mod cpu {
                 .filter(|&i| (grads[t][i] as f64 - fd[i]).abs() > abs + 1e-2 * fd[i].abs())
                 .collect();
             assert!(
-                misses.is_empty(),
+                misses.len() <= max_misses,
                 "{}: {} coordinates differ, e.g. #{}: got {}, want {}",
                 spec.name,
                 misses.len(),
@@ -80,16 +81,20 @@ mod cpu {
 
     #[test]
     fn pool_network_gradients_match_finite_differences() {
-        check_network_gradients(small_pool_net(8, 4, 3), 3, 1, 5e-4);
+        check_network_gradients(small_pool_net(8, 4, 3), 3, 1, 5e-4, 0);
     }
 
     #[test]
     fn strided_leaky_network_gradients_match_finite_differences() {
-        check_network_gradients(small_strided_net(9, 5, 4, 0.1), 3, 2, 5e-4);
+        check_network_gradients(small_strided_net(9, 5, 4, 0.1), 3, 2, 5e-4, 0);
     }
 
     /// The same network with 16 channels, so that its 3x3 stride-1 layer
-    /// takes the Winograd path (more units, so more loss round-off: `abs = 1e-3`).
+    /// takes the Winograd path. More units mean more loss round-off
+    /// (`abs = 1e-3`) and more kinks: a conv2 weight moves 128
+    /// pre-activations, so about 1% of its coordinates straddle a leaky-ReLU
+    /// kink. With conv2 forced onto im2col the same 12 of 2304 coordinates
+    /// miss with the same values, so up to 24 misses per tensor are allowed.
     #[test]
     fn winograd_network_gradients_match_finite_differences() {
         let plan = small_strided_net(16, 16, 3, 0.1);
@@ -102,8 +107,8 @@ mod cpu {
             out_shape: conv2.out_shape,
             window,
         };
-        //TMP assert!(geom.uses_winograd());
-        check_network_gradients(plan, 2, 3, 1e-3);
+        assert!(geom.uses_winograd());
+        check_network_gradients(plan, 2, 3, 1e-3, 24);
     }
 
     /// `backward_to_input` with the backprop rule is the gradient of

@@ -11,17 +11,21 @@
 //! - backward weights: `dW = Col^T * dY`, bias: column sums of `dY`.
 //!
 //! `Y` in channels-last layout *is* the row-major `M x C_out` matrix, so no
-//! transposes are needed. 3x3 stride-1 layers with enough channels take the
-//! Winograd F(4x4, 3x3) path instead ([`ConvGeometry::uses_winograd`], module
-//! `winograd`), which does a quarter of the multiplications. Col is never materialised for the whole batch: each
-//! chunk of [`ConvGeometry::chunk_rows`] rows is built in a per-thread scratch
-//! buffer that stays in cache while the GEMM consumes it. A 1x1 convolution
-//! with stride 1 and no padding skips im2col: the input already is `Col`.
+//! transposes are needed. Col is never materialised for the whole batch:
+//! each chunk of [`ConvGeometry::chunk_rows`] rows is built in a per-thread
+//! scratch buffer that stays in cache while the GEMM consumes it. A 1x1
+//! convolution with stride 1 and no padding skips im2col: the input already
+//! is `Col`.
+//!
+//! 3x3 stride-1 layers with enough channels take the Winograd F(4x4, 3x3)
+//! path instead ([`ConvGeometry::uses_winograd`], module `winograd`), which
+//! does a quarter of the multiplications; [`ConvAlgorithm::Im2col`] forces
+//! the plain path (the tests compare the two).
 //!
 //! Invariant: the result does not depend on the rayon thread count. Chunks
-//! have a fixed size, every GEMM runs on one thread, and weight gradients are
-//! summed per fixed group of images ([`WEIGHT_GRAD_GROUPS`]), then the groups'
-//! partial sums are added in group order.
+//! have a fixed size, every GEMM runs on one thread, and im2col weight
+//! gradients are summed per fixed group of images ([`WEIGHT_GRAD_GROUPS`]),
+//! then the groups' partial sums are added in group order.
 
 use rayon::prelude::*;
 
@@ -103,7 +107,7 @@ impl ConvGeometry {
             && pads.iter().all(|&p| p <= 2)
             && i.h + w.pad.top + w.pad.bottom == o.h + 2
             && i.w + w.pad.left + w.pad.right == o.w + 2
-            && i.c >= 16000
+            && i.c >= 16
             && o.c >= 16
             && 2 * o.h * o.w >= 16 * tiles
     }
@@ -525,7 +529,15 @@ impl ConvBackward<'_> {
             let (flipped, u) = ws.split_at_mut(9 * plane);
             winograd::transform_weights_flipped(self.weight, in_c, out_c, flipped, u);
             let corr = geom.backward_corr();
-            winograd::forward(&corr, self.n, grad_out, u, None, Activation::None, grad_input);
+            winograd::forward(
+                &corr,
+                self.n,
+                grad_out,
+                u,
+                None,
+                Activation::None,
+                grad_input,
+            );
         }
     }
 }
@@ -638,6 +650,104 @@ impl GroupShared<'_> {
                 }
             }
             first_row += rows;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::rng::SplitMix64;
+    use crate::plan::Padding;
+    use std::sync::atomic::Ordering;
+
+    fn random(seed: u64, len: usize) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..len).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    /// Forward and backward outputs of one layer, all concatenated.
+    fn run_layer(geom: ConvGeometry, n: usize, algorithm: ConvAlgorithm) -> Vec<f32> {
+        let x = random(1, n * geom.in_shape.len());
+        let w = random(2, geom.weight_len());
+        let b = random(3, geom.out_shape.c);
+        let mut y = vec![0.0; n * geom.out_shape.len()];
+        let mut workspace = Vec::new();
+        let act = Activation::LeakyRelu { slope: 0.1 };
+        ConvForward {
+            geom,
+            n,
+            input: &x,
+            weight: &w,
+            bias: Some(&b),
+            act,
+            output: &mut y,
+            algorithm,
+        }
+        .run(&mut workspace);
+        let mut dy = random(4, y.len());
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; b.len()]);
+        ConvBackward {
+            geom,
+            n,
+            input: &x,
+            weight: &w,
+            grad_out: &mut dy,
+            act,
+            rule: ReluRule::Guided,
+            act_forward: &y,
+            grad_input: Some(&mut dx),
+            grad_weight: Some(&mut dw),
+            grad_bias: Some(&mut db),
+            algorithm,
+        }
+        .run(&mut workspace);
+        [y, dy, dx, dw, db].concat()
+    }
+
+    /// The AVX-512 and portable copies of the dispatched loops (Winograd
+    /// transforms, epilogue, col2im, activation gates) give equal results,
+    /// including channel counts that are not multiples of 16.
+    #[test]
+    fn portable_path_matches_avx512_path() {
+        let pad = Padding {
+            top: 1,
+            left: 1,
+            bottom: 1,
+            right: 1,
+        };
+        let window = Window {
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad,
+        };
+        let winograd = ConvGeometry {
+            in_shape: Shape::new(24, 9, 7),
+            out_shape: Shape::new(20, 9, 7),
+            window,
+        };
+        assert!(winograd.uses_winograd());
+        let strided = ConvGeometry {
+            in_shape: Shape::new(5, 9, 7),
+            out_shape: Shape::new(6, 5, 4),
+            window: Window {
+                stride_h: 2,
+                stride_w: 2,
+                ..window
+            },
+        };
+        for (geom, algorithm) in [
+            (winograd, ConvAlgorithm::Auto),
+            (winograd, ConvAlgorithm::Im2col),
+            (strided, ConvAlgorithm::Auto),
+        ] {
+            let wide = run_layer(geom, 3, algorithm);
+            super::super::simd::FORCE_PORTABLE.store(true, Ordering::Relaxed);
+            let portable = run_layer(geom, 3, algorithm);
+            super::super::simd::FORCE_PORTABLE.store(false, Ordering::Relaxed);
+            assert_eq!(wide, portable, "{algorithm:?}");
         }
     }
 }

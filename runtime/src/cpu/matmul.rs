@@ -55,7 +55,11 @@ impl<'a> View<'a> {
 ///
 /// Panics when the shapes disagree or a view runs past its slice.
 pub(crate) fn matmul(dst: &mut [f32], lhs: View<'_>, rhs: View<'_>, accumulate: bool) {
-    assert_eq!(dst.len(), lhs.rows * rhs.cols, "destination has the wrong size");
+    assert_eq!(
+        dst.len(),
+        lhs.rows * rhs.cols,
+        "destination has the wrong size"
+    );
     matmul_strided(dst, rhs.cols, lhs, rhs, accumulate);
 }
 
@@ -133,6 +137,59 @@ mod tests {
             }
         }
         c
+    }
+
+    /// Odd shapes with a strided destination and accumulation; the gaps
+    /// between destination rows stay untouched.
+    #[test]
+    fn matmul_matches_naive_around_block_edges() {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (12, 5, 32),
+            (13, 7, 33),
+            (25, 3, 17),
+            (5, 40, 70),
+            (36, 96, 16),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
+                .collect();
+            let expected = naive(&a, &b, m, k, n);
+            // `dst` with a row stride of n + 3; the gaps must stay untouched.
+            let stride = n + 3;
+            let mut dst = vec![-7.0; m * stride];
+            matmul_strided(
+                &mut dst,
+                stride,
+                View::row_major(&a, m, k),
+                View::row_major(&b, k, n),
+                false,
+            );
+            matmul_strided(
+                &mut dst,
+                stride,
+                View::row_major(&a, m, k),
+                View::row_major(&b, k, n),
+                true,
+            );
+            for i in 0..m {
+                for j in 0..stride {
+                    let got = dst[i * stride + j];
+                    if j < n {
+                        let want = 2.0 * expected[i * n + j];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "({m},{k},{n})[{i},{j}]: {got} vs {want}"
+                        );
+                    } else {
+                        assert_eq!(got, -7.0, "gap written");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

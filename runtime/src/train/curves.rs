@@ -46,78 +46,119 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.05;
-    let panels: [(
-        &DrawingArea<BitMapBackend<'_>, _>,
-        &str,
-        f64,
-        [(fn(&EpochMetrics) -> f64, &str, RGBColor); 2],
-    ); 2] = [
-        (
-            &left,
-            "loss",
-            max_loss,
-            [
-                (|m| m.train_loss, "train", BLUE),
-                (|m| m.test_loss, "test", RED),
-            ],
-        ),
-        (
-            &right,
-            "accuracy (%)",
-            100.0,
-            [
-                (|m| 100.0 * m.train_accuracy, "train", BLUE),
-                (|m| 100.0 * m.test_accuracy, "test", RED),
-            ],
-        ),
+    let loss: [Series; 2] = [
+        Series {
+            value: |m| m.train_loss,
+            label: "train",
+            color: BLUE,
+        },
+        Series {
+            value: |m| m.test_loss,
+            label: "test",
+            color: RED,
+        },
     ];
-    for (area, name, top, series) in panels {
-        let mut builder = ChartBuilder::on(area);
-        builder.margin(15);
-        if labels {
-            builder
-                .caption(format!("{title}: {name}"), ("sans-serif", 20))
-                .x_label_area_size(35)
-                .y_label_area_size(50);
-        }
-        let mut chart = builder
-            .build_cartesian_2d(0.0..epochs, 0.0..top)
+    let accuracy: [Series; 2] = [
+        Series {
+            value: |m| 100.0 * m.train_accuracy,
+            label: "train",
+            color: BLUE,
+        },
+        Series {
+            value: |m| 100.0 * m.test_accuracy,
+            label: "test",
+            color: RED,
+        },
+    ];
+    panel(
+        &left,
+        history,
+        &format!("{title}: loss"),
+        "loss",
+        epochs,
+        max_loss,
+        &loss,
+        labels,
+    )?;
+    panel(
+        &right,
+        history,
+        &format!("{title}: accuracy (%)"),
+        "accuracy (%)",
+        epochs,
+        100.0,
+        &accuracy,
+        labels,
+    )?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// One curve: which value of a metrics line, its legend and colour.
+struct Series {
+    value: fn(&EpochMetrics) -> f64,
+    label: &'static str,
+    color: RGBColor,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    history: &[EpochMetrics],
+    caption: &str,
+    name: &str,
+    epochs: f64,
+    top: f64,
+    series: &[Series],
+    labels: bool,
+) -> Result<(), String> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(15);
+    if labels {
+        builder
+            .caption(caption, ("sans-serif", 20))
+            .x_label_area_size(35)
+            .y_label_area_size(50);
+    }
+    let mut chart = builder
+        .build_cartesian_2d(0.0..epochs, 0.0..top)
+        .map_err(|e| e.to_string())?;
+    if labels {
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(name)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    for s in series {
+        let color = s.color;
+        let points: Vec<(f64, f64)> = history
+            .iter()
+            .map(|m| (m.epoch as f64, (s.value)(m)))
+            .collect();
+        let drawn = chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?;
         if labels {
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc(name)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            drawn.label(s.label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         }
-        for (value, label, color) in series {
-            let points: Vec<(f64, f64)> =
-                history.iter().map(|m| (m.epoch as f64, value(m))).collect();
-            let drawn = chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?;
-            if labels {
-                drawn.label(label).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            }
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        if labels {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
-        }
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(|e| e.to_string())?;
     }
-    root.present().map_err(|e| e.to_string())
+    if labels {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

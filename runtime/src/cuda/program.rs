@@ -1,0 +1,250 @@
+//! The device program: what the compiler's CUDA back end hands the runtime.
+//!
+//! A [`Program`] is the generated CUDA C source (`NAME.cu`) and a
+//! [`DevicePlan`] (`NAME.plan.json`): the buffers to allocate, the kernels
+//! with their launch configurations, and the schedules (lists of launches)
+//! of a training step, an inference pass and the visualisation passes. The
+//! executor interprets the schedules; it knows nothing about the kernels
+//! beyond what the plan says, so every launch's arguments are spelled out
+//! as [`Arg`]s.
+//!
+//! Invariant: the plan depends on the model only, never on the batch size.
+//! Sizes that scale with the batch are given per image ([`Extent`]), and the
+//! executor multiplies them by the number of images it holds room for.
+
+use serde::{Deserialize, Serialize};
+
+/// Element type of a device buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    I32,
+    F64,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 => 8,
+        }
+    }
+}
+
+/// A count that may scale with the batch: `per_image * n + fixed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Extent {
+    pub per_image: u64,
+    pub fixed: u64,
+}
+
+impl Extent {
+    pub const fn fixed(fixed: u64) -> Self {
+        Self {
+            per_image: 0,
+            fixed,
+        }
+    }
+
+    pub const fn per_image(per_image: u64) -> Self {
+        Self {
+            per_image,
+            fixed: 0,
+        }
+    }
+
+    pub const fn at(&self, n: u64) -> u64 {
+        self.per_image * n + self.fixed
+    }
+}
+
+/// One device buffer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferSpec {
+    pub name: String,
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: Extent,
+    /// What it holds, for people reading the plan.
+    pub doc: String,
+}
+
+/// Where one parameter tensor lives in the flat parameter buffer (and, at
+/// the same offset, in the flat gradient and momentum buffers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamSlot {
+    /// `LAYER.weight` or `LAYER.bias`, as in [`crate::plan::Plan::params`].
+    pub name: String,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The grid of a launch: `x` may scale with the batch, `y` and `z` do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grid {
+    /// `ceil(x_items.at(n) / x_items_per_block)` blocks along x.
+    pub x_items: Extent,
+    pub x_items_per_block: u64,
+    pub y: u32,
+    pub z: u32,
+}
+
+impl Grid {
+    /// The grid dimensions for a batch of `n` images.
+    pub fn dims(&self, n: u64) -> (u32, u32, u32) {
+        let x = self.x_items.at(n).div_ceil(self.x_items_per_block.max(1));
+        (x.clamp(1, u32::MAX as u64) as u32, self.y, self.z)
+    }
+}
+
+/// What a kernel computes, for the report and for people reading the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelRole {
+    Forward,
+    BackwardData,
+    BackwardWeights,
+    Reduce,
+    Head,
+    Update,
+}
+
+/// One kernel of the module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSpec {
+    /// The `extern "C"` name in the `.cu` file.
+    pub name: String,
+    pub role: KernelRole,
+    /// The fused group it belongs to (empty for module-wide kernels).
+    pub group: String,
+    /// Names of the plan layers it implements.
+    pub layers: Vec<String>,
+    /// 1-based `.net` lines of those layers (0: unknown).
+    pub lines: Vec<usize>,
+    pub grid: Grid,
+    pub block: [u32; 3],
+    /// Dynamic shared memory per block (static shared memory is in the code).
+    pub dynamic_shared_bytes: u32,
+    /// Static shared memory per block the code declares.
+    pub static_shared_bytes: u32,
+    /// Floating-point operations of one launch.
+    pub flops: Extent,
+    /// Bytes read and written in device memory by one launch (a lower bound:
+    /// each tensor counted once).
+    pub bytes: Extent,
+}
+
+/// The ReLU rule argument of backward kernels.
+pub const RULE_BACKPROP: i32 = 0;
+pub const RULE_DECONVNET: i32 = 1;
+pub const RULE_GUIDED: i32 = 2;
+
+/// One kernel argument, resolved by the executor at launch time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arg {
+    /// The device address of a buffer, plus an element offset.
+    Buffer {
+        name: String,
+        offset: usize,
+    },
+    /// The number of images of the pass (`int`).
+    Batch,
+    /// The dropout stream key of plan layer `layer` for the step's seed
+    /// (`unsigned long long`): `derive_key(seed, layer)`, as on the CPU.
+    DropoutKey {
+        layer: usize,
+    },
+    /// 1 in a training pass, 0 in inference and visualisation (`int`).
+    Training,
+    /// The ReLU rule of the pass (`int`, [`RULE_BACKPROP`] in training).
+    Rule,
+    /// An `int` constant.
+    Int(i32),
+    /// SGD hyper-parameters (`float`, `float`, `int`, `float`).
+    LearningRate,
+    Momentum,
+    Nesterov,
+    WeightDecay,
+}
+
+impl Arg {
+    pub fn buffer(name: impl Into<String>) -> Self {
+        Arg::Buffer {
+            name: name.into(),
+            offset: 0,
+        }
+    }
+}
+
+/// One launch of a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// Index into [`DevicePlan::kernels`].
+    pub kernel: usize,
+    pub args: Vec<Arg>,
+}
+
+/// Per plan layer: where its output lives and how to propagate a signal
+/// back through it (the visualisation passes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerIo {
+    pub name: String,
+    /// The buffer holding the layer's output after an inference forward pass.
+    pub output: String,
+    /// How many launches of [`DevicePlan::infer`] produce that output.
+    pub infer_launches: usize,
+    /// The gradient buffer holding the signal at the layer's output.
+    pub grad_output: String,
+    /// The gradient buffer that receives the signal at the layer's input
+    /// (the same buffer when the layer is the identity at inference).
+    pub grad_input: String,
+    /// Launches turning the signal at the output into the one at the input,
+    /// with the pass's ReLU rule ([`Arg::Rule`]).
+    pub visual_backward: Vec<Launch>,
+}
+
+/// How to run one model on a CUDA device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevicePlan {
+    pub model: String,
+    pub model_hash: String,
+    /// SHA-256 of the CUDA source, the key of the compiled-module cache.
+    pub source_sha256: String,
+    pub buffers: Vec<BufferSpec>,
+    /// Parameter tensors in [`crate::plan::Plan::params`] order.
+    pub params: Vec<ParamSlot>,
+    /// Total length of the flat parameter buffer.
+    pub n_params: usize,
+    pub kernels: Vec<KernelSpec>,
+    /// Input upload target: a buffer of `n x H x W x C` floats.
+    pub input: String,
+    /// Labels (`int`, one per image) of a training batch.
+    pub labels: String,
+    /// Per-image loss (`double`) and top-1 hit (`int`) of a training batch.
+    pub loss: String,
+    pub correct: String,
+    /// Class probabilities (`n x classes`) after a forward pass.
+    pub probs: String,
+    /// The flat parameter, gradient and momentum buffers.
+    pub param_buffer: String,
+    pub grad_buffer: String,
+    pub momentum_buffer: String,
+    /// Training forward pass (dropout active), then the fused head.
+    pub forward: Vec<Launch>,
+    /// Training backward pass: gradients of every parameter.
+    pub backward: Vec<Launch>,
+    /// One SGD step over the flat parameter buffer.
+    pub update: Vec<Launch>,
+    /// Inference forward pass up to the probabilities.
+    pub infer: Vec<Launch>,
+    pub layers: Vec<LayerIo>,
+}
+
+/// The generated source and its plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    pub source: String,
+    pub plan: DevicePlan,
+}
