@@ -13,3 +13,4 @@ pub mod front;
 pub mod ir;
 pub mod paper;
 pub mod passes;
+pub mod vis;

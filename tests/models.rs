@@ -18,7 +18,11 @@ fn load(path: &Path) -> (Source, Graph) {
 }
 
 fn model(name: &str) -> (Source, Graph) {
-    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name))
+    load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    )
 }
 
 /// The signature without layer names: the hand-written variants and the
@@ -60,7 +64,11 @@ fn assert_converts(base: &str, variant: Variant, hand_written: &str) {
         panic!("{base}: conversion failed");
     };
     let (_, expected) = model(hand_written);
-    assert_eq!(structure(&derived), structure(&expected), "{base} -> {hand_written}");
+    assert_eq!(
+        structure(&derived),
+        structure(&expected),
+        "{base} -> {hand_written}"
+    );
     assert_eq!(derived.total_params(), expected.total_params());
     assert_eq!(derived.total_macs(), expected.total_macs());
     assert_eq!(derived.name, expected.name);
@@ -101,8 +109,14 @@ fn every_model_round_trips_through_the_printer() {
         let (_, graph) = load(&path);
         let printed = print(&graph, &["round trip".to_string()]);
         let source = Source::new("printed.net", printed.clone());
-        let reparsed = front::load(&source).unwrap_or_else(|diags| panic!("{}", render_plain(&source, &diags)));
-        assert_eq!(graph.signature(), reparsed.signature(), "{}:\n{printed}", path.display());
+        let reparsed = front::load(&source)
+            .unwrap_or_else(|diags| panic!("{}", render_plain(&source, &diags)));
+        assert_eq!(
+            graph.signature(),
+            reparsed.signature(),
+            "{}:\n{printed}",
+            path.display()
+        );
         assert_eq!(graph.training, reparsed.training, "{}", path.display());
         assert_eq!(graph.name, reparsed.name);
         // Printing is a fixed point: the printed text prints to itself.
@@ -121,7 +135,8 @@ fn derived_models_round_trip_too() {
                 panic!("{base}");
             };
             let printed = print(&derived, &[]);
-            let reparsed = front::load(&Source::new("d.net", printed)).expect("derived model parses");
+            let reparsed =
+                front::load(&Source::new("d.net", printed)).expect("derived model parses");
             assert_eq!(derived.signature(), reparsed.signature());
         }
     }

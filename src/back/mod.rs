@@ -3,8 +3,11 @@
 //! - [`net`]: the pretty printer back to `.net` text (used by `convert`);
 //! - [`dot`] and [`json`]: the graph for Graphviz and for scripts;
 //! - [`summary`]: the per-layer table and its JSON form;
-//! - [`plan`]: lowering to the runtime's executable [`runtime::plan::Plan`].
+//! - [`plan`]: lowering to the runtime's executable [`runtime::plan::Plan`];
+//! - [`cuda`]: fused CUDA C kernels and the device plan the runtime's CUDA
+//!   executor runs.
 
+pub mod cuda;
 pub mod dot;
 pub mod json;
 pub mod net;

@@ -5,6 +5,7 @@
 //! panics on bad input.
 
 pub mod run;
+pub mod visualize;
 
 use crate::back;
 use crate::diagnostic::{emit_stderr, Source};
@@ -58,12 +59,21 @@ pub enum Command {
         #[arg(long)]
         after: Option<String>,
     },
-    /// Run the front end and write the IR, the summary and the runtime plan into a folder
+    /// Run the front end and write the IR, the summary, the runtime plan and the CUDA program (NAME.cu, NAME.plan.json) into a folder
     Compile {
         file: PathBuf,
         /// Output folder
         #[arg(short, long, default_value = "build")]
         output: PathBuf,
+        /// Print the fused groups and each CUDA kernel's FLOPs and bytes moved
+        #[arg(long)]
+        report: bool,
+        /// Compile every CUDA kernel with NVRTC and print registers, shared memory and spills
+        #[arg(long)]
+        verify: bool,
+        /// GPU architecture for --verify
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
     Train(run::TrainArgs),
@@ -73,6 +83,8 @@ pub enum Command {
     Predict(run::PredictArgs),
     /// Training and inference throughput (images/s, GFLOP/s)
     Bench(run::BenchArgs),
+    /// What units respond to: top image patches and their backprop, deconvnet or guided-backprop reconstructions
+    Visualize(visualize::VisualizeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,11 +112,26 @@ pub fn main() -> ExitCode {
             format,
             after,
         } => graph(&file, format, after.as_deref()),
-        Command::Compile { file, output } => compile(&file, &output),
+        Command::Compile {
+            file,
+            output,
+            report,
+            verify,
+            arch,
+        } => compile(
+            &file,
+            &output,
+            &CompileOptions {
+                report,
+                verify,
+                arch,
+            },
+        ),
         Command::Train(args) => run::train(&args),
         Command::Eval(args) => run::eval(&args),
         Command::Predict(args) => run::predict(&args),
         Command::Bench(args) => run::bench(&args),
+        Command::Visualize(args) => visualize::visualize(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,23 +307,18 @@ fn graph(file: &Path, format: GraphFormat, after: Option<&str>) -> CliResult {
             )
             .into());
         };
-        let is_rewrite = !matches!(name, "shapes" | "stats");
-        let mut pm = if is_rewrite {
-            PassManager::derive(pass)
-        } else {
-            let mut pm = PassManager::analysis();
-            // Analysis already ran in `load`; run it again to honour `--after`.
-            drop(pass);
+        // `load` already ran the analysis passes; a rewrite runs now, and the
+        // graph is shown as it was right after it.
+        if !matches!(name, "shapes" | "stats") {
+            let mut pm = PassManager::derive(pass);
             pm.dump_after(name);
-            pm
-        };
-        pm.dump_after(name);
-        if let Err(diags) = pm.run(&mut graph) {
-            emit_stderr(&source, &diags);
-            return Err(Failure::Reported);
-        }
-        if let Some(dumped) = pm.dumped() {
-            graph = dumped.clone();
+            if let Err(diags) = pm.run(&mut graph) {
+                emit_stderr(&source, &diags);
+                return Err(Failure::Reported);
+            }
+            if let Some(dumped) = pm.dumped() {
+                graph = dumped.clone();
+            }
         }
     }
     match format {
@@ -310,7 +332,14 @@ fn graph(file: &Path, format: GraphFormat, after: Option<&str>) -> CliResult {
     Ok(())
 }
 
-fn compile(file: &Path, output: &Path) -> CliResult {
+/// What `compile` does besides writing its files.
+pub struct CompileOptions {
+    pub report: bool,
+    pub verify: bool,
+    pub arch: String,
+}
+
+fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResult {
     let (source, graph) = load(file)?;
     std::fs::create_dir_all(output)
         .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
@@ -322,6 +351,8 @@ fn compile(file: &Path, output: &Path) -> CliResult {
     };
     let summary = back::summary::summarize(&graph);
     let plan = back::plan::lower(&graph, Some(&source));
+    let fusion = passes::fuse::fuse_plan(&plan);
+    let program = back::cuda::generate(&plan);
     let written = [
         write(
             format!("{}.ir.json", graph.name),
@@ -340,10 +371,27 @@ fn compile(file: &Path, output: &Path) -> CliResult {
             format!("{}.runtime-plan.json", graph.name),
             serde_json::to_string_pretty(&plan).expect("json"),
         )?,
+        write(format!("{}.cu", graph.name), program.source.clone())?,
+        write(
+            format!("{}.plan.json", graph.name),
+            serde_json::to_string_pretty(&program.plan).expect("json"),
+        )?,
     ];
     print!("{}", back::summary::render_text(&summary));
+    if options.report {
+        let batch = graph.training.as_ref().map_or(128, |t| t.batch as u64);
+        print!(
+            "{}",
+            back::cuda::report::render(&fusion, &program.plan, batch)
+        );
+    }
     for path in written {
         eprintln!("wrote {}", path.display());
+    }
+    if options.verify {
+        let verified = back::cuda::report::verify(&program, &options.arch)
+            .map_err(|err| Failure::Message(err.to_string()))?;
+        print!("{verified}");
     }
     Ok(())
 }

@@ -59,18 +59,43 @@ pub struct TrainArgs {
     pub resume: bool,
 }
 
-/// Picks the executor for `device`.
+/// Picks the executor for `device`: `cuda` generates the fused CUDA program
+/// of the plan and loads it (an error without a driver), `auto` takes CUDA
+/// when a driver is present and falls back to the CPU otherwise, saying so.
 pub fn executor(plan: Plan, seed: u64, device: Device) -> Result<Box<dyn Executor>, Failure> {
+    let cuda = |plan: Plan| -> Result<Box<dyn Executor>, String> {
+        let program = back::cuda::generate(&plan);
+        let exec = runtime::cuda::CudaExecutor::new(plan, program, seed)
+            .map_err(|err| format!("cannot create the CUDA backend: {err}"))?;
+        Ok(Box::new(exec))
+    };
     match device {
-        Device::Cuda => Err("--device cuda: this build has no CUDA backend yet (the fused CUDA code generator is issue 4); use --device cpu".to_string().into()),
+        Device::Cuda => {
+            if !runtime::cuda::driver_present() {
+                return Err("--device cuda: no CUDA driver found (libcuda.so could not be loaded); use --device cpu".to_string().into());
+            }
+            Ok(cuda(plan)?)
+        }
+        Device::Auto if runtime::cuda::driver_present() => match cuda(plan.clone()) {
+            Ok(exec) => Ok(exec),
+            Err(err) => {
+                eprintln!("device: auto -> cpu ({err})");
+                cpu_executor(plan, seed)
+            }
+        },
         Device::Auto | Device::Cpu => {
             if device == Device::Auto {
-                eprintln!("device: auto -> cpu (no CUDA backend in this build)");
+                eprintln!("device: auto -> cpu (no CUDA driver found)");
             }
-            let exec = CpuExecutor::new(plan, seed).map_err(|err| format!("cannot create the CPU backend: {err}"))?;
-            Ok(Box::new(exec))
+            cpu_executor(plan, seed)
         }
     }
+}
+
+fn cpu_executor(plan: Plan, seed: u64) -> Result<Box<dyn Executor>, Failure> {
+    let exec = CpuExecutor::new(plan, seed)
+        .map_err(|err| format!("cannot create the CPU backend: {err}"))?;
+    Ok(Box::new(exec))
 }
 
 fn load_split(path: &Path, split: Split, limit: Option<usize>) -> Result<Dataset, Failure> {

@@ -8,7 +8,7 @@ use super::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::ir::training::{Preprocess, Schedule};
 use crate::ir::{Activation, Graph, Node, Op, Pad, Padding, Rounding, Shape, Training};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Most layers an expanded network may have (guards against runaway repeats).
 pub const MAX_LAYERS: usize = 10_000;
@@ -19,6 +19,9 @@ const MAX_INT: u64 = 1 << 24;
 /// Most statements elaboration may expand (nested repeats and blocks multiply:
 /// without a cap, `repeat 9999 { repeat 9999 { ... } }` would never finish).
 const MAX_STEPS: usize = 1_000_000;
+/// Errors (duplicates included) after which elaboration stops: past this, a
+/// block used many times would only repeat what is already reported.
+const MAX_ERRORS: usize = 10_000;
 
 const LAYER_KINDS: &[&str] = &[
     "input",
@@ -99,6 +102,7 @@ pub fn elaborate(file: &File) -> Result<Graph, Vec<Diagnostic>> {
         return Err(cx.diags);
     };
     let graph = cx.network(network, train);
+    cx.dedup();
     if cx.diags.iter().any(Diagnostic::is_error) {
         Err(cx.diags)
     } else {
@@ -119,9 +123,29 @@ struct Elaborator {
     too_many_reported: bool,
     /// Statements expanded so far (see [`MAX_STEPS`]).
     steps: usize,
+    /// Diagnostics already kept, so a mistake inside a `repeat` or a block
+    /// used many times is reported once, not once per expansion.
+    reported: HashSet<String>,
+    /// `diags[..deduplicated]` has been through [`Elaborator::dedup`].
+    deduplicated: usize,
+    /// Errors pushed so far, duplicates included.
+    n_errors: usize,
 }
 
 impl Elaborator {
+    /// Drops the diagnostics pushed since the last call that repeat an
+    /// earlier one exactly (same code, message, labels and notes).
+    fn dedup(&mut self) {
+        let fresh: Vec<Diagnostic> = self.diags.drain(self.deduplicated..).collect();
+        self.n_errors += fresh.iter().filter(|diag| diag.is_error()).count();
+        for diag in fresh {
+            if self.reported.insert(format!("{diag:?}")) {
+                self.diags.push(diag);
+            }
+        }
+        self.deduplicated = self.diags.len();
+    }
+
     fn define(&mut self, def: &ConstDef) {
         if let Some(value) = self.eval(&def.value) {
             if self.scopes.is_empty() {
@@ -233,8 +257,9 @@ impl Elaborator {
         graph.input_span = input_span;
         graph.classes_span = classes_span;
         let layers = std::mem::take(&mut self.layers);
-        // Past the step limit the rest of the body was skipped, not empty.
-        if layers.is_empty() && self.steps <= MAX_STEPS {
+        // After an error in the body, no layers is its consequence (a bad
+        // layer, or the rest of the body skipped), not news.
+        if layers.is_empty() && self.n_errors == 0 {
             self.diags.push(
                 Diagnostic::error(
                     "E0209",
@@ -278,6 +303,9 @@ impl Elaborator {
 
     fn stmts(&mut self, stmts: &[Stmt]) {
         for stmt in stmts {
+            if self.n_errors > MAX_ERRORS {
+                return;
+            }
             self.steps += 1;
             if self.steps > MAX_STEPS {
                 if self.steps == MAX_STEPS + 1 {
@@ -306,6 +334,7 @@ impl Elaborator {
                 // Already reported by the parser.
                 Stmt::Bad(_) => {}
             }
+            self.dedup();
         }
     }
 
@@ -408,8 +437,14 @@ impl Elaborator {
                 scope.insert(var.name.clone(), i as f64);
             }
             self.scopes.push(scope);
+            let errors_before = self.n_errors;
             self.stmts(body);
             self.scopes.pop();
+            // The next iterations would most likely repeat the same mistake
+            // (a million times, in nested repeats): one is enough.
+            if self.n_errors > errors_before {
+                break;
+            }
         }
         self.depth -= 1;
     }
@@ -488,7 +523,7 @@ impl Elaborator {
             }
         };
         let allowed: &[&str] = match kind {
-            "input" => &["c", "h", "w"],
+            "input" => &["dims"],
             "classes" => &["n"],
             "conv" => &[
                 "channels", "k", "kernel", "stride", "pad", "act", "slope", "bias",
@@ -588,15 +623,13 @@ impl Elaborator {
             Some(v) => self.pad(v),
             None => Some(Pad::Same),
         };
-        let slope = args.take("slope", &[], None).and_then(|v| self.float(v));
-        let act = match args.take("act", &[], None) {
-            Some(v) => self.activation(v, slope),
-            None => Some(match slope {
-                Some(slope) => Activation::LeakyRelu {
-                    slope: slope as f32,
-                },
-                None => Activation::Relu,
-            }),
+        let slope_value = args.take("slope", &[], None);
+        let slope = slope_value.and_then(|v| self.float(v));
+        let act = match (args.take("act", &[], None), slope_value) {
+            (Some(v), _) => self.activation(v, slope),
+            // `slope=` alone selects a leaky ReLU; its range is checked too.
+            (None, Some(v)) => self.slope(&v.span, slope),
+            (None, None) => Some(Activation::Relu),
         };
         let bias = match args.take("bias", &[], None) {
             Some(v) => self.boolean(v),
@@ -845,11 +878,15 @@ impl Elaborator {
 
     fn slope(&mut self, span: &Span, slope: Option<f64>) -> Option<Activation> {
         let slope = slope?;
-        if !(0.0..1.0).contains(&slope) {
-            self.diags.push(
+        // Checked as stored (f32): 0.999999999 rounds to 1.0 there.
+        if !(0.0..1.0).contains(&slope) || slope as f32 >= 1.0 {
+            let mut diag =
                 Diagnostic::error("E0301", format!("leaky ReLU slope {slope} is out of range"))
-                    .at(span.clone(), "must be at least 0 and below 1"),
-            );
+                    .at(span.clone(), "must be at least 0 and below 1");
+            if slope < 1.0 {
+                diag = diag.note("slopes are stored as 32-bit floats, where this one is 1");
+            }
+            self.diags.push(diag);
             return None;
         }
         Some(Activation::LeakyRelu {

@@ -4,9 +4,12 @@
 //! preserves. Analysis passes ([`shapes`], [`stats`]) fill in fields; rewrite
 //! passes ([`strided`], [`allconv`], [`convpool`]) change the model (they are
 //! not output-preserving: they derive another network, as the paper does).
+//! [`fuse`] is neither: it groups layers into kernels for the CUDA back end
+//! and leaves the graph as it is; it is not part of the analysis pipeline.
 
 pub mod allconv;
 pub mod convpool;
+pub mod fuse;
 pub mod shapes;
 pub mod stats;
 pub mod strided;
@@ -23,7 +26,7 @@ pub trait Pass {
 }
 
 /// Every pass by name, in the order they are listed in `--help`.
-pub const PASS_NAMES: &[&str] = &["shapes", "stats", "strided", "allconv", "convpool"];
+pub const PASS_NAMES: &[&str] = &["shapes", "stats", "strided", "allconv", "convpool", "fuse"];
 
 /// Looks a pass up by name.
 pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
@@ -33,6 +36,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
         "strided" => Box::new(strided::Strided),
         "allconv" => Box::new(allconv::AllConv),
         "convpool" => Box::new(convpool::ConvPool),
+        "fuse" => Box::new(fuse::Fuse),
         _ => return None,
     })
 }

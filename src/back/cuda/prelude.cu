@@ -1,0 +1,733 @@
+// ---------------------------------------------------------------------------
+// allcnnc prelude: the generic device code every generated module shares.
+//
+// The layer kernels below the prelude instantiate these templates with a
+// struct of compile-time constants (shapes, window, activation, tiling), so
+// every shape is a constant the compiler folds. Conventions (the runtime's
+// plan module): activations are N x H x W x C (channels-last) f32, weights
+// KH x KW x C_in x C_out (HWIO), the batch size `n` is the only run-time size.
+// ---------------------------------------------------------------------------
+
+typedef unsigned long long u64;
+
+namespace allcnnc {
+
+constexpr int ACT_NONE = 0;
+constexpr int ACT_RELU = 1;
+constexpr int ACT_LEAKY = 2;
+
+// The ReLU rules of Springenberg et al., Figure 1 (runtime::plan::ReluRule).
+constexpr int RULE_BACKPROP = 0;
+constexpr int RULE_DECONVNET = 1;
+constexpr int RULE_GUIDED = 2;
+
+// The switch of a max-pool window that saw no input (u32::MAX on the CPU).
+constexpr int NO_SWITCH = -1;
+
+// Threads of every tiled GEMM block (16 x 16) and the depth of a K step.
+constexpr int TILE_THREADS = 256;
+constexpr int BK = 16;
+
+constexpr u64 GOLDEN_GAMMA = 0x9e3779b97f4a7c15ULL;
+
+// SplitMix64's finaliser (runtime::cpu::rng::mix64).
+__device__ __forceinline__ u64 mix64(u64 z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// runtime::cpu::rng::derive_key.
+__device__ __forceinline__ u64 derive_key(u64 key, u64 index) {
+    return mix64(key ^ mix64(index + GOLDEN_GAMMA));
+}
+
+// Whether value `j` of image `image` survives dropout with probability `p`.
+// The CPU draws image i's mask from the SplitMix64 stream keyed by
+// derive_key(layer_key, i), one draw per value in order; the j-th draw is
+// mix64(key + (j + 1) * gamma), so any value's draw can be computed alone
+// and the GPU's masks equal the CPU's bit for bit.
+__device__ __forceinline__ bool dropout_keep_keyed(u64 image_key, int j, float p) {
+    const u64 bits = mix64(image_key + (u64)(j + 1) * GOLDEN_GAMMA);
+    const float u = (float)(bits >> 40) * (1.0f / 16777216.0f);
+    return u >= p;
+}
+
+__device__ __forceinline__ bool dropout_keep(u64 layer_key, int image, int j, float p) {
+    return dropout_keep_keyed(derive_key(layer_key, (u64)image), j, p);
+}
+
+// Inverted dropout of one value (scaled by 1 / (1 - p) when kept).
+template <class G>
+__device__ __forceinline__ float dropout_value(float v, u64 layer_key, int image, int j) {
+    constexpr float scale = 1.0f / (1.0f - G::DROP_P);
+    return dropout_keep(layer_key, image, j, G::DROP_P) ? v * scale : 0.0f;
+}
+
+// The same with the image's stream key already derived.
+template <class G>
+__device__ __forceinline__ float dropout_value_keyed(float v, u64 image_key, int j) {
+    constexpr float scale = 1.0f / (1.0f - G::DROP_P);
+    return dropout_keep_keyed(image_key, j, G::DROP_P) ? v * scale : 0.0f;
+}
+
+template <int ACT>
+__device__ __forceinline__ float activate(float x, float slope) {
+    if constexpr (ACT == ACT_RELU) {
+        return fmaxf(x, 0.0f);
+    } else if constexpr (ACT == ACT_LEAKY) {
+        return x > 0.0f ? x : slope * x;
+    } else {
+        return x;
+    }
+}
+
+// The signal below an activation given the signal `g` above it and `f`, a
+// value with the sign of the activation's input (its output for slopes >= 0).
+// The mask every gradient kernel applies where it loads the gradient.
+template <int ACT>
+__device__ __forceinline__ float relu_rule(float g, float f, float slope, int rule) {
+    if constexpr (ACT == ACT_NONE) {
+        return g;
+    } else {
+        const float gate_f = f > 0.0f ? 1.0f : slope;
+        const float gate_g = g > 0.0f ? 1.0f : slope;
+        if (rule == RULE_DECONVNET) {
+            return g * gate_g;
+        }
+        if (rule == RULE_GUIDED) {
+            return g * (gate_f * gate_g);
+        }
+        return g * gate_f;
+    }
+}
+
+// One BK-deep step of a block tile: thread (ty, tx) owns rows ty + 16 i and
+// columns tx + 16 j, so shared-memory reads are broadcasts along rows and
+// consecutive along columns (no bank conflicts).
+template <int TM, int TN, int BM, int BN>
+__device__ __forceinline__ void tile_step(const float (*As)[BM + 1], const float (*Bs)[BN + 1],
+                                          float (&acc)[TM][TN], int tx, int ty) {
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        float a[TM];
+        float b[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            a[i] = As[kk][ty + 16 * i];
+        }
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            b[j] = Bs[kk][tx + 16 * j];
+        }
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+        }
+    }
+}
+
+// Convolution forward as an implicit GEMM: rows are output pixels
+// (image, oh, ow), columns output channels, K runs over (kh, kw, c_in).
+// The input is gathered into shared memory tile by tile (zero padding and
+// the fused input dropout applied on load); the epilogue adds the bias,
+// keeps the pre-activation when the backward pass needs it and applies the
+// activation.
+template <class G>
+__device__ __forceinline__ void conv_forward(const float* __restrict__ x, const float* __restrict__ w,
+                                             const float* __restrict__ bias, float* __restrict__ y,
+                                             float* __restrict__ pre, int n, u64 drop_key,
+                                             int training) {
+    constexpr int TM = G::TM, TN = G::TN, BM = 16 * TM, BN = 16 * TN;
+    constexpr int K = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    __shared__ float As[BK][BM + 1];
+    __shared__ float Bs[BK][BN + 1];
+    const int rows = n * OUT_PIXELS;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const bool drop = G::DROPOUT && training;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            acc[i][j] = 0.0f;
+        }
+    }
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int kk = e % BK, mm = e / BK;
+            const int m = m0 + mm, k = k0 + kk;
+            float v = 0.0f;
+            if (m < rows && k < K) {
+                const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
+                const int ci = k % G::IC, tap = k / G::IC;
+                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
+                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
+                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
+                    const int j = (ih * G::IW + iw) * G::IC + ci;
+                    v = x[(size_t)image * IN_LEN + j];
+                    if (drop) {
+                        v = dropout_value<G>(v, drop_key, image, j);
+                    }
+                }
+            }
+            As[kk][mm] = v;
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int nn = e % BN, kk = e / BN;
+            const int k = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+        }
+        __syncthreads();
+        tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= rows) {
+            continue;
+        }
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tx + 16 * j;
+            if (co >= G::OC) {
+                continue;
+            }
+            float v = acc[i][j];
+            if constexpr (G::BIAS) {
+                v += bias[co];
+            }
+            const size_t at = (size_t)m * G::OC + co;
+            if constexpr (G::KEEP_PRE) {
+                pre[at] = v;
+            }
+            y[at] = activate<G::ACT>(v, G::SLOPE);
+        }
+    }
+}
+
+// Gradient with respect to the input as an implicit GEMM: rows are input
+// pixels (image, ih, iw), columns input channels, K runs over
+// (kh, kw, c_out). The gradient at the output is loaded through the
+// activation's mask (with the pass's ReLU rule); the epilogue applies the
+// fused input dropout's mask in training.
+template <class G>
+__device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
+                                                   const float* __restrict__ f,
+                                                   const float* __restrict__ w,
+                                                   float* __restrict__ dx, int n, u64 drop_key,
+                                                   int training, int rule) {
+    constexpr int TM = G::BTM, TN = G::BTN, BM = 16 * TM, BN = 16 * TN;
+    constexpr int K = G::KH * G::KW * G::OC;
+    constexpr int IN_PIXELS = G::IH * G::IW;
+    constexpr int OUT_LEN = G::OH * G::OW * G::OC;
+    __shared__ float As[BK][BM + 1];
+    __shared__ float Bs[BK][BN + 1];
+    const int rows = n * IN_PIXELS;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            acc[i][j] = 0.0f;
+        }
+    }
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int kk = e % BK, mm = e / BK;
+            const int m = m0 + mm, k = k0 + kk;
+            float v = 0.0f;
+            if (m < rows && k < K) {
+                const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
+                const int co = k % G::OC, tap = k / G::OC;
+                const int oh_s = pixel / G::IW + G::PT - tap / G::KW;
+                const int ow_s = pixel % G::IW + G::PL - tap % G::KW;
+                if (oh_s >= 0 && ow_s >= 0 && oh_s % G::SH == 0 && ow_s % G::SW == 0) {
+                    const int oh = oh_s / G::SH, ow = ow_s / G::SW;
+                    if (oh < G::OH && ow < G::OW) {
+                        const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
+                        v = relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+                    }
+                }
+            }
+            As[kk][mm] = v;
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int kk = e % BK, nn = e / BK;
+            const int k = k0 + kk, ci = n0 + nn;
+            float v = 0.0f;
+            if (k < K && ci < G::IC) {
+                const int co = k % G::OC, tap = k / G::OC;
+                v = w[((size_t)tap * G::IC + ci) * G::OC + co];
+            }
+            Bs[kk][nn] = v;
+        }
+        __syncthreads();
+        tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
+        __syncthreads();
+    }
+    const bool drop = G::DROPOUT && training;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= rows) {
+            continue;
+        }
+        const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
+        const u64 image_key = drop ? derive_key(drop_key, (u64)image) : 0ULL;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int ci = n0 + tx + 16 * j;
+            if (ci >= G::IC) {
+                continue;
+            }
+            float v = acc[i][j];
+            if (drop) {
+                v = dropout_value_keyed<G>(v, image_key, pixel * G::IC + ci);
+            }
+            dx[(size_t)m * G::IC + ci] = v;
+        }
+    }
+}
+
+// Gradient with respect to the weights (and the bias) as a split-K implicit
+// GEMM: rows are (kh, kw, c_in), columns output channels, K runs over the
+// batch's output pixels and is split across gridDim.z. Each split writes its
+// partial sums to `partials` (weights: splits x rows x C_out, then bias:
+// splits x C_out); allcnnc_reduce_splits adds them in split order, so the
+// result does not depend on scheduling.
+template <class G>
+__device__ __forceinline__ void conv_backward_weights(const float* __restrict__ x,
+                                                      const float* __restrict__ dy,
+                                                      const float* __restrict__ f,
+                                                      float* __restrict__ partials, int n,
+                                                      u64 drop_key, int training) {
+    constexpr int TM = G::WTM, TN = G::WTN, BM = 16 * TM, BN = 16 * TN;
+    constexpr int ROWS = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    __shared__ float As[BK][BM + 1];
+    __shared__ float Bs[BK][BN + 1];
+    const int K = n * OUT_PIXELS;
+    const int splits = gridDim.z;
+    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
+    const int k_begin = blockIdx.z * chunk;
+    const int k_end = min(K, k_begin + chunk);
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const bool drop = G::DROPOUT && training;
+    const bool bias_block = G::BIAS && blockIdx.x == 0 && ty == 0;
+    float acc[TM][TN];
+    float bias_acc[TN];
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        bias_acc[j] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            acc[i][j] = 0.0f;
+        }
+    }
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int mm = e % BM, kk = e / BM;
+            const int m = m0 + mm, k = k0 + kk;
+            float v = 0.0f;
+            if (m < ROWS && k < k_end) {
+                const int image = k / OUT_PIXELS, pixel = k % OUT_PIXELS;
+                const int ci = m % G::IC, tap = m / G::IC;
+                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
+                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
+                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
+                    const int j = (ih * G::IW + iw) * G::IC + ci;
+                    v = x[(size_t)image * IN_LEN + j];
+                    if (drop) {
+                        v = dropout_value<G>(v, drop_key, image, j);
+                    }
+                }
+            }
+            As[kk][mm] = v;
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int nn = e % BN, kk = e / BN;
+            const int k = k0 + kk, co = n0 + nn;
+            float v = 0.0f;
+            if (k < k_end && co < G::OC) {
+                const size_t at = (size_t)k * G::OC + co;
+                v = relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
+            }
+            Bs[kk][nn] = v;
+        }
+        __syncthreads();
+        tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
+        if (bias_block) {
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+#pragma unroll
+                for (int kk = 0; kk < BK; ++kk) {
+                    bias_acc[j] += Bs[kk][tx + 16 * j];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    float* split = partials + (size_t)blockIdx.z * ROWS * G::OC;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= ROWS) {
+            continue;
+        }
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tx + 16 * j;
+            if (co < G::OC) {
+                split[(size_t)m * G::OC + co] = acc[i][j];
+            }
+        }
+    }
+    if (bias_block) {
+        float* bias_split = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tx + 16 * j;
+            if (co < G::OC) {
+                bias_split[co] = bias_acc[j];
+            }
+        }
+    }
+}
+
+// The clipped span of pooling window `o` along one axis (Caffe's rule, as
+// runtime::cpu::pool): input positions [begin, end) and the divisor of the
+// average pool (window elements inside the padded input).
+struct PoolSpan {
+    int begin;
+    int end;
+    int divisor;
+};
+
+__device__ __forceinline__ PoolSpan pool_span(int o, int k, int stride, int pad_before,
+                                              int pad_after, int size) {
+    const int start = o * stride - pad_before;
+    const int end = min(start + k, size + pad_after);
+    PoolSpan span;
+    span.divisor = max(end - start, 0);
+    span.begin = min(max(start, 0), size);
+    span.end = min(max(end, 0), size);
+    return span;
+}
+
+// The outputs whose windows contain input position `i` along one axis.
+__device__ __forceinline__ void covering(int i, int k, int stride, int pad_before, int outputs,
+                                         int* first, int* last) {
+    const int low = i + pad_before - k + 1;
+    *first = low <= 0 ? 0 : (low + stride - 1) / stride;
+    *last = min(outputs - 1, (i + pad_before) / stride);
+}
+
+// Max pooling; one thread per output value. The switch is the index within
+// the image of the value chosen (the first maximum in window order).
+template <class G>
+__device__ __forceinline__ void max_pool_forward(const float* __restrict__ x, float* __restrict__ y,
+                                                 int* __restrict__ switches, int n) {
+    constexpr int IN_LEN = G::IH * G::IW * G::C, OUT_LEN = G::OH * G::OW * G::C;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * OUT_LEN) {
+        return;
+    }
+    const int image = e / OUT_LEN, r = e % OUT_LEN;
+    const int c = r % G::C, pixel = r / G::C;
+    const PoolSpan rows = pool_span(pixel / G::OW, G::KH, G::SH, G::PT, G::PB, G::IH);
+    const PoolSpan cols = pool_span(pixel % G::OW, G::KW, G::SW, G::PL, G::PR, G::IW);
+    const float* image_x = x + (size_t)image * IN_LEN;
+    float best = 0.0f;
+    int arg = NO_SWITCH;
+    for (int ih = rows.begin; ih < rows.end; ++ih) {
+        for (int iw = cols.begin; iw < cols.end; ++iw) {
+            const int j = (ih * G::IW + iw) * G::C + c;
+            const float v = image_x[j];
+            if (arg == NO_SWITCH || v > best) {
+                best = v;
+                arg = j;
+            }
+        }
+    }
+    y[e] = arg == NO_SWITCH ? 0.0f : best;
+    switches[e] = arg;
+}
+
+// Backward max pooling as a gather: each input value sums the signals of
+// the outputs whose switch points at it, in output order (no atomics).
+template <class G>
+__device__ __forceinline__ void max_pool_backward(const float* __restrict__ dy,
+                                                  const int* __restrict__ switches,
+                                                  float* __restrict__ dx, int n) {
+    constexpr int IN_LEN = G::IH * G::IW * G::C, OUT_LEN = G::OH * G::OW * G::C;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * IN_LEN) {
+        return;
+    }
+    const int image = e / IN_LEN, r = e % IN_LEN;
+    const int c = r % G::C, pixel = r / G::C;
+    int oh_first, oh_last, ow_first, ow_last;
+    covering(pixel / G::IW, G::KH, G::SH, G::PT, G::OH, &oh_first, &oh_last);
+    covering(pixel % G::IW, G::KW, G::SW, G::PL, G::OW, &ow_first, &ow_last);
+    const size_t base = (size_t)image * OUT_LEN;
+    float sum = 0.0f;
+    for (int oh = oh_first; oh <= oh_last; ++oh) {
+        for (int ow = ow_first; ow <= ow_last; ++ow) {
+            const size_t o = base + (oh * G::OW + ow) * G::C + c;
+            if (switches[o] == r) {
+                sum += dy[o];
+            }
+        }
+    }
+    dx[e] = sum;
+}
+
+// Average pooling (Caffe's divisor); one thread per output value.
+template <class G>
+__device__ __forceinline__ void avg_pool_forward(const float* __restrict__ x, float* __restrict__ y,
+                                                 int n) {
+    constexpr int IN_LEN = G::IH * G::IW * G::C, OUT_LEN = G::OH * G::OW * G::C;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * OUT_LEN) {
+        return;
+    }
+    const int image = e / OUT_LEN, r = e % OUT_LEN;
+    const int c = r % G::C, pixel = r / G::C;
+    const PoolSpan rows = pool_span(pixel / G::OW, G::KH, G::SH, G::PT, G::PB, G::IH);
+    const PoolSpan cols = pool_span(pixel % G::OW, G::KW, G::SW, G::PL, G::PR, G::IW);
+    const float* image_x = x + (size_t)image * IN_LEN;
+    float sum = 0.0f;
+    for (int ih = rows.begin; ih < rows.end; ++ih) {
+        for (int iw = cols.begin; iw < cols.end; ++iw) {
+            sum += image_x[(ih * G::IW + iw) * G::C + c];
+        }
+    }
+    const int divisor = rows.divisor * cols.divisor;
+    y[e] = divisor == 0 ? 0.0f : sum * (1.0f / (float)divisor);
+}
+
+// Backward average pooling as a gather over the covering windows.
+template <class G>
+__device__ __forceinline__ void avg_pool_backward(const float* __restrict__ dy,
+                                                  float* __restrict__ dx, int n) {
+    constexpr int IN_LEN = G::IH * G::IW * G::C, OUT_LEN = G::OH * G::OW * G::C;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * IN_LEN) {
+        return;
+    }
+    const int image = e / IN_LEN, r = e % IN_LEN;
+    const int c = r % G::C, pixel = r / G::C;
+    int oh_first, oh_last, ow_first, ow_last;
+    covering(pixel / G::IW, G::KH, G::SH, G::PT, G::OH, &oh_first, &oh_last);
+    covering(pixel % G::IW, G::KW, G::SW, G::PL, G::OW, &ow_first, &ow_last);
+    const size_t base = (size_t)image * OUT_LEN;
+    float sum = 0.0f;
+    for (int oh = oh_first; oh <= oh_last; ++oh) {
+        const int rows = pool_span(oh, G::KH, G::SH, G::PT, G::PB, G::IH).divisor;
+        for (int ow = ow_first; ow <= ow_last; ++ow) {
+            const int divisor = rows * pool_span(ow, G::KW, G::SW, G::PL, G::PR, G::IW).divisor;
+            if (divisor != 0) {
+                sum += dy[base + (oh * G::OW + ow) * G::C + c] * (1.0f / (float)divisor);
+            }
+        }
+    }
+    dx[e] = sum;
+}
+
+// Global average pooling; one thread per (image, channel).
+template <class G>
+__device__ __forceinline__ void global_avg_pool_forward(const float* __restrict__ x,
+                                                        float* __restrict__ y, int n) {
+    constexpr int PIXELS = G::H * G::W;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * G::C) {
+        return;
+    }
+    const int image = e / G::C, c = e % G::C;
+    const float* image_x = x + (size_t)image * PIXELS * G::C;
+    float sum = 0.0f;
+    for (int p = 0; p < PIXELS; ++p) {
+        sum += image_x[p * G::C + c];
+    }
+    y[e] = sum * (1.0f / (float)PIXELS);
+}
+
+template <class G>
+__device__ __forceinline__ void global_avg_pool_backward(const float* __restrict__ dy,
+                                                         float* __restrict__ dx, int n) {
+    constexpr int PIXELS = G::H * G::W;
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * PIXELS * G::C) {
+        return;
+    }
+    const int image = e / (PIXELS * G::C), c = e % G::C;
+    dx[e] = dy[(size_t)image * G::C + c] * (1.0f / (float)PIXELS);
+}
+
+// A dropout no conv absorbed: forward and backward of one value per thread.
+template <class G>
+__device__ __forceinline__ void dropout_forward(const float* __restrict__ x, float* __restrict__ y,
+                                                int n, u64 drop_key, int training) {
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * G::LEN) {
+        return;
+    }
+    const float v = x[e];
+    y[e] = training ? dropout_value<G>(v, drop_key, e / G::LEN, e % G::LEN) : v;
+}
+
+template <class G>
+__device__ __forceinline__ void dropout_backward(const float* __restrict__ dy,
+                                                 float* __restrict__ dx, int n, u64 drop_key,
+                                                 int training) {
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (size_t)n * G::LEN) {
+        return;
+    }
+    const float g = dy[e];
+    dx[e] = training ? dropout_value<G>(g, drop_key, e / G::LEN, e % G::LEN) : g;
+}
+
+// The head: [global average pool +] softmax [+ cross-entropy and its
+// gradient]. One block per image; the averages and probabilities stay in
+// shared memory (2 x C floats, dynamic). The loss is a log-sum-exp in
+// double, like the CPU's; the gradient at the head's input is
+// (p - onehot(label)) / n / (H * W) at every pixel.
+template <class G, bool TRAIN>
+__device__ __forceinline__ void head(const float* __restrict__ x, const int* __restrict__ labels,
+                                     float* __restrict__ logits, float* __restrict__ probs,
+                                     double* __restrict__ loss, int* __restrict__ correct,
+                                     float* __restrict__ dx, int n) {
+    constexpr int PIXELS = G::H * G::W;
+    extern __shared__ float head_shared[];
+    float* z = head_shared;
+    float* p = head_shared + G::C;
+    const int image = blockIdx.x;
+    if (image >= n) {
+        return;
+    }
+    const float* image_x = x + (size_t)image * PIXELS * G::C;
+    for (int c = threadIdx.x; c < G::C; c += blockDim.x) {
+        float sum = 0.0f;
+        for (int q = 0; q < PIXELS; ++q) {
+            sum += image_x[q * G::C + c];
+        }
+        z[c] = sum * (1.0f / (float)PIXELS);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float max = z[0];
+        int top = 0;
+        for (int c = 1; c < G::C; ++c) {
+            if (z[c] > z[top]) {
+                top = c;
+            }
+            max = fmaxf(max, z[c]);
+        }
+        float sum = 0.0f;
+        for (int c = 0; c < G::C; ++c) {
+            p[c] = expf(z[c] - max);
+            sum += p[c];
+        }
+        const float inv = 1.0f / sum;
+        for (int c = 0; c < G::C; ++c) {
+            p[c] *= inv;
+        }
+        if constexpr (TRAIN) {
+            const int label = labels[image];
+            double exp_sum = 0.0;
+            for (int c = 0; c < G::C; ++c) {
+                exp_sum += exp((double)z[c] - (double)max);
+            }
+            loss[image] = (double)max + log(exp_sum) - (double)z[label];
+            correct[image] = top == label ? 1 : 0;
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < G::C; c += blockDim.x) {
+        logits[(size_t)image * G::C + c] = z[c];
+        probs[(size_t)image * G::C + c] = p[c];
+    }
+    if constexpr (TRAIN) {
+        const int label = labels[image];
+        const float inv_n = 1.0f / (float)n;
+        float* image_dx = dx + (size_t)image * PIXELS * G::C;
+        for (int e = threadIdx.x; e < PIXELS * G::C; e += blockDim.x) {
+            const int c = e % G::C;
+            const float g = (p[c] - (c == label ? 1.0f : 0.0f)) * inv_n;
+            image_dx[e] = g * (1.0f / (float)PIXELS);
+        }
+    }
+}
+
+// Backward of the softmax for an arbitrary signal (visualisation):
+// dx = p * (dy - <dy, p>); one thread per image.
+template <class G>
+__device__ __forceinline__ void softmax_backward(const float* __restrict__ probs,
+                                                 const float* __restrict__ dy,
+                                                 float* __restrict__ dx, int n) {
+    const int image = blockIdx.x * blockDim.x + threadIdx.x;
+    if (image >= n) {
+        return;
+    }
+    const size_t base = (size_t)image * G::C;
+    float dot = 0.0f;
+    for (int c = 0; c < G::C; ++c) {
+        dot += probs[base + c] * dy[base + c];
+    }
+    for (int c = 0; c < G::C; ++c) {
+        dx[base + c] = probs[base + c] * (dy[base + c] - dot);
+    }
+}
+
+// One SGD step with momentum (and Nesterov) over the flat parameter buffer:
+// weights first (they get weight decay), biases after them. The arithmetic
+// is rounded exactly as the CPU backend's (no fused multiply-add), so the
+// same gradients give the same parameters.
+template <int N_PARAMS, int N_WEIGHTS>
+__device__ __forceinline__ void sgd_update(float* __restrict__ w, const float* __restrict__ g,
+                                           float* __restrict__ v, float lr, float momentum,
+                                           int nesterov, float weight_decay) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N_PARAMS) {
+        return;
+    }
+    const float decay = i < N_WEIGHTS ? weight_decay : 0.0f;
+    const float wi = w[i];
+    const float d = __fadd_rn(g[i], __fmul_rn(decay, wi));
+    const float vi = __fadd_rn(__fmul_rn(momentum, v[i]), d);
+    v[i] = vi;
+    const float step = nesterov ? __fmul_rn(lr, __fadd_rn(d, __fmul_rn(momentum, vi)))
+                                : __fmul_rn(lr, vi);
+    w[i] = __fsub_rn(wi, step);
+}
+
+}  // namespace allcnnc
+
+// allcnnc_reduce_splits: adds the split-K partial sums of a weight (or bias)
+// gradient in split order: out[i] = sum over s of partials[s * len + i].
+extern "C" __global__ void __launch_bounds__(256)
+allcnnc_reduce_splits(const float* __restrict__ partials, float* __restrict__ out, int len,
+                      int splits) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= len) {
+        return;
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+        sum += partials[(size_t)s * len + i];
+    }
+    out[i] = sum;
+}

@@ -1,0 +1,184 @@
+//! `compile --report` and `compile --verify`: text tables about a program.
+//!
+//! The report lists the fused groups and, per kernel, the FLOPs and the
+//! bytes moved of one launch at a given batch size (bytes are a lower bound:
+//! each tensor counted once, as if caches were perfect). The verification
+//! compiles the module with NVRTC for a real architecture and lists what
+//! ptxas reported per kernel: registers, static shared memory (plus the
+//! dynamic shared memory the plan asks for), stack and spills.
+
+use crate::passes::fuse::{Fusion, GroupKind};
+use runtime::cuda::nvrtc::{self, Compiled, NvrtcError};
+use runtime::cuda::program::{DevicePlan, Program};
+use std::fmt::Write;
+
+fn human(value: u64, unit: &str) -> String {
+    let v = value as f64;
+    if v >= 1e9 {
+        format!("{:.2} G{unit}", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.2} k{unit}", v / 1e3)
+    } else {
+        format!("{value} {unit}")
+    }
+}
+
+fn kind_text(kind: &GroupKind) -> String {
+    match kind {
+        GroupKind::Conv {
+            act,
+            bias,
+            input_dropout,
+        } => {
+            let mut text = String::from("conv");
+            if *bias {
+                text.push_str(" + bias");
+            }
+            match act {
+                runtime::plan::Activation::None => {}
+                runtime::plan::Activation::Relu => text.push_str(" + relu"),
+                runtime::plan::Activation::LeakyRelu { .. } => text.push_str(" + leaky relu"),
+            }
+            if let Some(p) = input_dropout {
+                text = format!("dropout {p:?} on load, {text}");
+            }
+            text
+        }
+        GroupKind::MaxPool => "max pool".into(),
+        GroupKind::AvgPool => "average pool".into(),
+        GroupKind::GlobalAvgPool => "global average pool".into(),
+        GroupKind::Dropout { p } => format!("dropout {p:?}"),
+        GroupKind::Head { gap: true } => "global average pool + softmax + cross-entropy".into(),
+        GroupKind::Head { gap: false } => "softmax + cross-entropy".into(),
+    }
+}
+
+/// The fused groups and the kernels' FLOPs and bytes at batch `batch`.
+pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nfused groups of {}:", plan.model);
+    for group in &fusion.groups {
+        let _ = writeln!(
+            out,
+            "  {:<20} {}  (layers {})",
+            group.name,
+            kind_text(&group.kind),
+            group
+                .layers
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<20} SGD update of {} parameters ({} tensors) in one launch",
+        "update", fusion.update.params, fusion.update.tensors
+    );
+    let _ = writeln!(
+        out,
+        "\nkernels at batch {batch} (FLOPs and bytes of one launch; bytes count each tensor once):"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<32} {:<16} {:>12} {:>12} {:>9}  grid x block",
+        "kernel", "role", "FLOPs", "bytes", "FLOP/B"
+    );
+    let (mut total_flops, mut total_bytes) = (0u64, 0u64);
+    for kernel in &plan.kernels {
+        let flops = kernel.flops.at(batch);
+        let bytes = kernel.bytes.at(batch);
+        total_flops += flops;
+        total_bytes += bytes;
+        let (gx, gy, gz) = kernel.grid.dims(batch);
+        let intensity = if bytes == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", flops as f64 / bytes as f64)
+        };
+        let role = serde_json::to_value(kernel.role)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<32} {:<16} {:>12} {:>12} {:>9}  {gx}x{gy}x{gz} x {}",
+            kernel.name,
+            role,
+            human(flops, "FLOP"),
+            human(bytes, "B"),
+            intensity,
+            kernel.block[0]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<32} {:<16} {:>12} {:>12}",
+        "all kernels (each launched once)",
+        "",
+        human(total_flops, "FLOP"),
+        human(total_bytes, "B")
+    );
+    out
+}
+
+/// Compiles the program with NVRTC for `arch`: the compile result, or why not.
+pub fn compile(program: &Program, arch: &str) -> Result<Compiled, NvrtcError> {
+    nvrtc::compile(&program.source, &format!("{}.cu", program.plan.model), arch)
+}
+
+/// `--verify`: compiles the program and renders ptxas's figures per kernel.
+pub fn verify(program: &Program, arch: &str) -> Result<String, NvrtcError> {
+    let compiled = compile(program, arch)?;
+    Ok(render_verification(program, arch, &compiled))
+}
+
+/// The table of [`verify`].
+pub fn render_verification(program: &Program, arch: &str, compiled: &Compiled) -> String {
+    let mut out = String::new();
+    let (major, minor) = compiled.nvrtc_version;
+    let (ptx_major, ptx_minor) = compiled.ptx_version;
+    let _ = writeln!(
+        out,
+        "\nNVRTC {major}.{minor}, {arch}, PTX ISA {ptx_major}.{ptx_minor} (at most {}.{}): {} kernels",
+        nvrtc::MAX_PTX_VERSION.0,
+        nvrtc::MAX_PTX_VERSION.1,
+        compiled.kernels.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<32} {:>9} {:>12} {:>13} {:>7} {:>12} {:>11}",
+        "kernel", "registers", "static smem", "dynamic smem", "stack", "spill store", "spill load"
+    );
+    let mut spilled = 0;
+    for spec in &program.plan.kernels {
+        let Some(k) = compiled.kernels.iter().find(|k| k.name == spec.name) else {
+            let _ = writeln!(out, "  {:<32} (not in ptxas's report)", spec.name);
+            continue;
+        };
+        if k.spill_store_bytes > 0 || k.spill_load_bytes > 0 {
+            spilled += 1;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<32} {:>9} {:>10} B {:>11} B {:>5} B {:>10} B {:>9} B",
+            k.name,
+            k.registers,
+            k.shared_bytes,
+            spec.dynamic_shared_bytes,
+            k.stack_bytes,
+            k.spill_store_bytes,
+            k.spill_load_bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {} kernel{} spill registers",
+        spilled,
+        if spilled == 1 { "" } else { "s" }
+    );
+    out
+}

@@ -1,0 +1,326 @@
+//! The CUDA backend against the CPU backend: one test body per check, run on
+//! every device by [`test_device!`] (candle's pattern).
+//!
+//! - `cpu`: the reference against itself (the body's own sanity);
+//! - `cuda`: the generated kernels on a GPU; returns early with
+//!   "skipped: no CUDA driver" where there is none;
+//! - `emulated`: the same generated kernels and device plan, built with the
+//!   system's C++ compiler and run on host threads
+//!   ([`runtime::cuda::emulator`]); skipped without a C++ compiler.
+//!
+//! Tolerances (relative to the largest magnitude of the reference tensor):
+//! forward outputs and probabilities 1e-4, gradients 2e-3 (fp32 sums in a
+//! different order over up to ~10^5 terms), losses 1e-4. Dropout masks are
+//! the same random stream on every device, so they agree exactly.
+
+use allcnnc::back;
+use allcnnc::diagnostic::Source;
+use runtime::backend::{Batch, Executor, SgdStep};
+use runtime::cpu::rng::SplitMix64;
+use runtime::cpu::CpuExecutor;
+use runtime::cuda::{driver_present, emulator, CudaExecutor, PlanExecutor};
+use runtime::plan::{Plan, ReluRule};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dev {
+    Cpu,
+    Cuda,
+    Emulated,
+}
+
+/// Instantiates `$name` once per device: `$name::cpu`, `::cuda`, `::emulated`.
+macro_rules! test_device {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$name(super::Dev::Cpu)
+            }
+            #[test]
+            fn cuda() {
+                super::$name(super::Dev::Cuda)
+            }
+            #[test]
+            fn emulated() {
+                super::$name(super::Dev::Emulated)
+            }
+        }
+    };
+}
+
+fn plan_of(text: &str) -> Plan {
+    let source = Source::new("test.net", text);
+    let graph = allcnnc::front::load(&source).unwrap_or_else(|diags| {
+        panic!(
+            "test model does not compile:\n{}",
+            allcnnc::diagnostic::render_plain(&source, &diags)
+        )
+    });
+    back::plan::lower(&graph, Some(&source))
+}
+
+/// The executor of `plan` on `dev`, or `None` (with a message) when the
+/// device is absent here.
+fn executor(dev: Dev, plan: &Plan, seed: u64) -> Option<Box<dyn Executor>> {
+    match dev {
+        Dev::Cpu => Some(Box::new(CpuExecutor::new(plan.clone(), seed).expect("cpu"))),
+        Dev::Cuda => {
+            if !driver_present() {
+                println!("skipped: no CUDA driver");
+                return None;
+            }
+            let program = back::cuda::generate(plan);
+            Some(Box::new(
+                CudaExecutor::new(plan.clone(), program, seed).expect("cuda executor"),
+            ))
+        }
+        Dev::Emulated => {
+            if !emulator::compiler_present() {
+                println!("skipped: no C++ compiler for the emulator");
+                return None;
+            }
+            let program = back::cuda::generate(plan);
+            Some(Box::new(
+                PlanExecutor::emulated(plan.clone(), program, seed).expect("emulated executor"),
+            ))
+        }
+    }
+}
+
+fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..len).map(|_| rng.next_normal() as f32).collect()
+}
+
+/// `|got - want| <= tol * max(1, max |want|)` elementwise.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+    let (index, error) = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .enumerate()
+        .fold(
+            (0, 0.0f32),
+            |best, (i, e)| if e > best.1 { (i, e) } else { best },
+        );
+    assert!(
+        error <= tol * scale.max(1e-6),
+        "{what}: largest difference {error} at {index} (got {}, want {}), scale {scale}, tolerance {tol}",
+        got[index],
+        want[index]
+    );
+}
+
+/// Small models that exercise every kernel kind: strides, paddings, valid
+/// convs, 1x1 convs, every activation, no bias, max and average pools with Caffe's rounding,
+/// dropout before a conv and before a pool, gap before softmax and a plain
+/// softmax.
+const MODELS: &[&str] = &[
+    "network mixed_a {
+        input 3x11x9
+        classes 5
+        dropout 0.2
+        conv 8 3x3
+        conv 12 3x3 stride=2 act=leaky(0.1)
+        maxpool 3x3 stride=2
+        dropout 0.5
+        conv 7 2x2 pad=valid bias=false
+        conv 5 1x1
+        gap
+        softmax
+    }",
+    "network mixed_b {
+        input 2x13x13
+        classes 4
+        conv 6 5x5 stride=2 act=leaky(0.2)
+        dropout 0.3
+        avgpool 3x3 stride=2
+        conv 9 2x2 pad=valid act=none
+        conv 4 2x2 pad=valid
+        softmax
+    }",
+];
+
+fn batch_of(plan: &Plan, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let images = random_values(n * plan.input.len(), seed);
+    let labels = (0..n)
+        .map(|i| ((i * 7 + 3) % plan.classes) as u32)
+        .collect();
+    (images, labels)
+}
+
+/// Forward, loss, gradients and inference of every model against the CPU.
+fn kernels_match_cpu(dev: Dev) {
+    for (model_idx, text) in MODELS.iter().enumerate() {
+        let plan = plan_of(text);
+        let Some(mut exec) = executor(dev, &plan, 11) else {
+            return;
+        };
+        let mut reference = CpuExecutor::new(plan.clone(), 11).expect("cpu");
+        for (n, seed) in [(3usize, 5u64), (5, 6)] {
+            let (images, labels) = batch_of(&plan, n, 100 + seed + model_idx as u64);
+            let batch = Batch {
+                images: &images,
+                labels: &labels,
+                n,
+            };
+            let got = exec
+                .forward_backward(&batch, seed)
+                .expect("forward_backward");
+            let want = reference.forward_backward(&batch, seed).expect("cpu step");
+            let rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-6);
+            assert!(
+                rel < 1e-4,
+                "{}: loss {} vs {}",
+                plan.name,
+                got.loss_sum,
+                want.loss_sum
+            );
+            for ((spec, g), w) in plan
+                .params()
+                .iter()
+                .zip(exec.read_grads().unwrap())
+                .zip(reference.read_grads().unwrap())
+            {
+                assert_close(
+                    &format!("{} n={n}: gradient of {}", plan.name, spec.name),
+                    &g,
+                    &w,
+                    2e-3,
+                );
+            }
+            let got = exec.infer(&images, n).expect("infer");
+            let want = reference.infer(&images, n).expect("cpu infer");
+            assert_close(&format!("{}: probabilities", plan.name), &got, &want, 1e-4);
+        }
+    }
+}
+test_device!(kernels_match_cpu);
+
+/// Every layer's inference output and the three visualisation rules.
+fn visualisation_matches_cpu(dev: Dev) {
+    for text in MODELS {
+        let plan = plan_of(text);
+        let Some(mut exec) = executor(dev, &plan, 3) else {
+            return;
+        };
+        let mut reference = CpuExecutor::new(plan.clone(), 3).expect("cpu");
+        let n = 2;
+        let (images, _) = batch_of(&plan, n, 77);
+        for layer_idx in 0..plan.layers.len() {
+            let got = exec.forward_to(&images, n, layer_idx).expect("forward_to");
+            let want = reference.forward_to(&images, n, layer_idx).expect("cpu");
+            let name = &plan.layers[layer_idx].name;
+            assert_close(
+                &format!("{}: output of {name}", plan.name),
+                &got,
+                &want,
+                1e-4,
+            );
+            let signal = random_values(want.len(), layer_idx as u64 + 1);
+            for rule in [ReluRule::Backprop, ReluRule::Deconvnet, ReluRule::Guided] {
+                let got = exec
+                    .backward_to_input(layer_idx, &signal, rule)
+                    .expect("backward_to_input");
+                let want = reference
+                    .backward_to_input(layer_idx, &signal, rule)
+                    .expect("cpu");
+                assert_close(
+                    &format!("{}: {rule:?} from {name}", plan.name),
+                    &got,
+                    &want,
+                    2e-3,
+                );
+            }
+        }
+    }
+}
+test_device!(visualisation_matches_cpu);
+
+/// A short training run: the loss of every step tracks the CPU run of the
+/// same seed (same initial weights, same dropout masks), and the parameters
+/// after it agree.
+fn training_tracks_cpu(dev: Dev) {
+    let plan = plan_of(MODELS[0]);
+    let Some(mut exec) = executor(dev, &plan, 21) else {
+        return;
+    };
+    let mut reference = CpuExecutor::new(plan.clone(), 21).expect("cpu");
+    let step = SgdStep {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 1e-3,
+    };
+    let n = 8;
+    for iteration in 0..6u64 {
+        let (images, labels) = batch_of(&plan, n, 1000 + iteration % 2);
+        let batch = Batch {
+            images: &images,
+            labels: &labels,
+            n,
+        };
+        let got = exec.forward_backward(&batch, iteration).expect("step");
+        let want = reference.forward_backward(&batch, iteration).expect("cpu");
+        let rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-6);
+        assert!(
+            rel < 1e-3,
+            "step {iteration}: loss {} vs cpu {}",
+            got.loss_sum,
+            want.loss_sum
+        );
+        exec.sgd_update(&step).expect("update");
+        reference.sgd_update(&step).expect("cpu update");
+    }
+    for ((spec, g), w) in plan
+        .params()
+        .iter()
+        .zip(exec.read_params().unwrap())
+        .zip(reference.read_params().unwrap())
+    {
+        assert_close(&format!("parameter {}", spec.name), &g, &w, 1e-3);
+    }
+}
+test_device!(training_tracks_cpu);
+
+/// Parameters and momentum written to a device read back unchanged.
+fn params_round_trip(dev: Dev) {
+    let plan = plan_of(MODELS[1]);
+    let Some(mut exec) = executor(dev, &plan, 1) else {
+        return;
+    };
+    let values: Vec<Vec<f32>> = plan
+        .params()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| random_values(spec.len(), i as u64))
+        .collect();
+    exec.write_params(&values).unwrap();
+    exec.write_momentum(&values).unwrap();
+    assert_eq!(exec.read_params().unwrap(), values);
+    assert_eq!(exec.read_momentum().unwrap(), values);
+    let reference = CpuExecutor::new(plan.clone(), 7).unwrap();
+    let fresh = executor(dev, &plan, 7).unwrap();
+    assert_eq!(
+        fresh.read_params().unwrap(),
+        reference.read_params().unwrap(),
+        "initial parameters equal the CPU backend's for the same seed"
+    );
+}
+test_device!(params_round_trip);
+
+#[test]
+fn cuda_without_a_driver_is_an_error() {
+    if driver_present() {
+        println!("skipped: a CUDA driver is present");
+        return;
+    }
+    let plan = plan_of(MODELS[0]);
+    let err = CudaExecutor::new(plan.clone(), back::cuda::generate(&plan), 0).unwrap_err();
+    assert!(
+        err.to_string().contains("no CUDA driver found"),
+        "unexpected error: {err}"
+    );
+}

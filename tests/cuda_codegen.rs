@@ -1,0 +1,154 @@
+//! The CUDA back end's output: golden snapshots of the generated `.cu` for
+//! two models, and NVRTC compiling every bundled model for sm_90.
+//!
+//! The NVRTC test needs `libnvrtc.so` (13.0.x) on the library path:
+//! `eval "$(scripts/install-nvrtc.sh)"` sets it up; without it the test
+//! prints why it skipped. CI installs it.
+
+use allcnnc::back;
+use allcnnc::diagnostic::Source;
+use runtime::cuda::nvrtc;
+use runtime::plan::Plan;
+use std::path::{Path, PathBuf};
+
+fn plan_of(path: &Path) -> Plan {
+    let text = std::fs::read_to_string(path).expect("model file");
+    let source = Source::new(path.display().to_string(), text);
+    let graph = allcnnc::front::load(&source).unwrap_or_else(|diags| {
+        panic!(
+            "{} does not compile:\n{}",
+            path.display(),
+            allcnnc::diagnostic::render_plain(&source, &diags)
+        )
+    });
+    back::plan::lower(&graph, Some(&source))
+}
+
+fn models() -> Vec<PathBuf> {
+    let mut models: Vec<PathBuf> = std::fs::read_dir("models")
+        .expect("models folder")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "net"))
+        .collect();
+    models.sort();
+    models
+}
+
+fn snapshot(model: &str) {
+    let path = PathBuf::from(format!("models/{model}.net"));
+    let program = back::cuda::generate(&plan_of(&path));
+    insta::with_settings!({ omit_expression => true, description => path.display().to_string() }, {
+        insta::assert_snapshot!(format!("cuda_{}", model.replace('-', "_")), program.source);
+    });
+}
+
+#[test]
+fn all_cnn_c_source() {
+    snapshot("all-cnn-c");
+}
+
+#[test]
+fn model_c_source() {
+    snapshot("model-c");
+}
+
+#[test]
+fn generation_is_deterministic() {
+    let plan = plan_of(Path::new("models/all-cnn-c.net"));
+    let first = back::cuda::generate(&plan);
+    let second = back::cuda::generate(&plan);
+    assert_eq!(first, second);
+    assert_eq!(first.plan.source_sha256.len(), 64);
+}
+
+/// Every kernel the plan names is defined in the source, with a comment.
+#[test]
+fn every_planned_kernel_is_in_the_source() {
+    for path in models() {
+        let program = back::cuda::generate(&plan_of(&path));
+        for kernel in &program.plan.kernels {
+            let definition = format!(" {}(\n", kernel.name);
+            let prelude = format!("{}(const float", kernel.name);
+            assert!(
+                program.source.contains(&definition) || program.source.contains(&prelude),
+                "{}: kernel {} is not defined",
+                path.display(),
+                kernel.name
+            );
+        }
+        let launches = program
+            .plan
+            .forward
+            .iter()
+            .chain(&program.plan.backward)
+            .chain(&program.plan.update)
+            .chain(&program.plan.infer);
+        for launch in launches {
+            assert!(launch.kernel < program.plan.kernels.len());
+        }
+    }
+}
+
+/// NVRTC 13.0 compiles every bundled model for sm_90, the PTX is ISA 9.0 or
+/// older, ptxas reports every kernel, and nothing spills.
+#[test]
+fn every_model_compiles_with_nvrtc() {
+    let version = match nvrtc::nvrtc_version() {
+        Ok(version) => version,
+        Err(err) => {
+            println!("skipped: {err}");
+            return;
+        }
+    };
+    println!("NVRTC {}.{}", version.0, version.1);
+    let models = models();
+    let results: Vec<(PathBuf, Result<String, String>)> = std::thread::scope(|scope| {
+        let chunks: Vec<&[PathBuf]> = models.chunks(models.len().div_ceil(2)).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|path| {
+                            let program = back::cuda::generate(&plan_of(path));
+                            let result = back::cuda::report::compile(&program, "sm_90")
+                                .map_err(|err| err.to_string())
+                                .and_then(|compiled| {
+                                    for kernel in &program.plan.kernels {
+                                        let Some(k) =
+                                            compiled.kernels.iter().find(|k| k.name == kernel.name)
+                                        else {
+                                            return Err(format!(
+                                                "{} not in ptxas's report",
+                                                kernel.name
+                                            ));
+                                        };
+                                        if k.spill_store_bytes > 0 || k.spill_load_bytes > 0 {
+                                            return Err(format!("{} spills registers", k.name));
+                                        }
+                                    }
+                                    Ok(back::cuda::report::render_verification(
+                                        &program, "sm_90", &compiled,
+                                    ))
+                                });
+                            (path.clone(), result)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("compile thread"))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (path, result) in results {
+        match result {
+            Ok(table) => println!("{}:{table}", path.display()),
+            Err(err) => failures.push(format!("{}: {err}", path.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,214 @@
+//! End-to-end runs of `allcnnc visualize` with a random-weight checkpoint of
+//! a tiny model: the three modes write a PNG and report JSON, bad arguments
+//! give clear errors. The modes that read images use the Fashion-MNIST
+//! test split (Debian package `dataset-fashion-mnist`) and are skipped
+//! without it.
+
+use allcnnc::diagnostic::Source;
+use runtime::backend::Executor;
+use runtime::cpu::CpuExecutor;
+use runtime::train::checkpoint::{Checkpoint, Progress};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+const TINY: &str = "network tiny {
+    input 1x28x28
+    classes 10
+    conv 16 3x3
+    conv 16 3x3 stride=2
+    conv 10 1x1 act=none
+    gap
+    softmax
+}
+";
+
+fn have_data() -> bool {
+    let ok = Path::new(FASHION)
+        .join("t10k-images-idx3-ubyte.gz")
+        .exists();
+    if !ok {
+        eprintln!("skipped: {FASHION} is missing (apt-get install dataset-fashion-mnist)");
+    }
+    ok
+}
+
+/// Writes the tiny model and a checkpoint of its random initial weights
+/// (no preprocessing) into `dir`.
+fn model_and_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny.net");
+    std::fs::write(&model, TINY).unwrap();
+    let graph = allcnnc::front::load(&Source::new("tiny.net", TINY)).expect("model");
+    let plan = allcnnc::back::plan::lower(&graph, None);
+    let exec = CpuExecutor::new(plan.clone(), 3).unwrap();
+    let checkpoint = Checkpoint {
+        model_hash: plan.model_hash.clone(),
+        model: plan.name.clone(),
+        params: exec.read_params().unwrap(),
+        momentum: Vec::new(),
+        preprocess: None,
+        class_names: Vec::new(),
+        progress: Progress::default(),
+    };
+    let path = dir.join("tiny.safetensors");
+    checkpoint.save(&plan, &path).unwrap();
+    (model, path)
+}
+
+fn visualize(model: &Path, weights: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+        .args(["visualize", model.to_str().unwrap(), "--weights"])
+        .arg(weights)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu"])
+        .args(extra)
+        .output()
+        .expect("run allcnnc")
+}
+
+/// The JSON on stdout of a successful run, after checking the PNG decodes.
+fn success(out: &Output, png: &Path) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "allcnnc failed: {stderr}");
+    let image = image::open(png).expect("the figure is a PNG");
+    assert!(image.width() >= 84 && image.height() >= 84);
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn top_patches_report_units_images_and_windows() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = model_and_checkpoint(dir.path());
+    let png = dir.path().join("top.png");
+    let out = visualize(
+        &model,
+        &weights,
+        &png,
+        &[
+            "--data", FASHION, "--layer", "conv2", "--units", "0,3", "--top", "4", "--limit", "60",
+            "--method", "all", "--json",
+        ],
+    );
+    let json = success(&out, &png);
+    assert_eq!(json["mode"], "top");
+    assert_eq!(json["images_searched"], 60);
+    assert_eq!(
+        strings(&json["methods"]),
+        ["backprop", "deconvnet", "guided"]
+    );
+    // conv2: 3 + 2 * 1 = 5 pixels, jump 2, starting 1 + 1 pixels early.
+    let field = &json["receptive_field"];
+    assert_eq!((&field["size"], &field["jump"]), (&5.into(), &2.into()));
+    assert_eq!(field["offset_h"], 2);
+    let units = json["units"].as_array().unwrap();
+    assert_eq!(units.len(), 2);
+    assert_eq!(units[1]["channel"], 3);
+    for unit in units {
+        let hits = unit["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 4);
+        let acts: Vec<f64> = hits
+            .iter()
+            .map(|h| h["activation"].as_f64().unwrap())
+            .collect();
+        assert!(acts.windows(2).all(|w| w[0] >= w[1]), "{acts:?}");
+        for hit in hits {
+            assert!(hit["image"].as_u64().unwrap() < 60);
+            let (y, x) = (hit["y"].as_i64().unwrap(), hit["x"].as_i64().unwrap());
+            assert_eq!(hit["window"]["top"].as_i64().unwrap(), 2 * y - 2);
+            assert_eq!(hit["window"]["left"].as_i64().unwrap(), 2 * x - 2);
+            assert_eq!(hit["window"]["h"], 5);
+            assert!(hit["class"].is_string());
+        }
+    }
+}
+
+#[test]
+fn one_test_image_is_reconstructed_with_every_rule() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = model_and_checkpoint(dir.path());
+    let png = dir.path().join("one.png");
+    let out = visualize(
+        &model,
+        &weights,
+        &png,
+        &[
+            "--data", FASHION, "--layer", "conv2", "--index", "3", "--json",
+        ],
+    );
+    let json = success(&out, &png);
+    assert_eq!(json["mode"], "image");
+    assert_eq!(strings(&json["methods"]).len(), 3);
+    let units = json["units"].as_array().unwrap();
+    assert_eq!(units.len(), 1, "the single largest activation");
+    assert!(units[0]["activation"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn without_data_the_centre_unit_is_reconstructed_without_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = model_and_checkpoint(dir.path());
+    let png = dir.path().join("free.png");
+    let out = visualize(&model, &weights, &png, &["--layer", "conv1", "--json"]);
+    let json = success(&out, &png);
+    assert_eq!(json["mode"], "no_image");
+    let units = json["units"].as_array().unwrap();
+    assert_eq!(units.len(), 8, "the first 8 channels");
+    // conv1's 28x28 map: the centre is (14, 14), its 3x3 field starts at 13.
+    assert_eq!((&units[0]["y"], &units[0]["x"]), (&14.into(), &14.into()));
+    assert_eq!(units[0]["window"]["top"], 13);
+    // Deconvnet ignores the forward pass: with a positive seed at a unit
+    // whose field lies inside the image it is never all zero.
+    for unit in units {
+        assert!(
+            unit["reconstruction_max_abs"]["deconvnet"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+    }
+}
+
+#[test]
+fn unknown_layers_and_units_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = model_and_checkpoint(dir.path());
+    let png = dir.path().join("bad.png");
+    let out = visualize(&model, &weights, &png, &["--layer", "conv9"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("model `tiny` has no layer `conv9` to visualise; layers: conv1, conv2"),
+        "{stderr}"
+    );
+    let out = visualize(
+        &model,
+        &weights,
+        &png,
+        &["--layer", "conv2", "--units", "2,16"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("layer `conv2` has 16 channels (0..15), not 16"),
+        "{stderr}"
+    );
+    assert!(!png.exists());
+}
