@@ -679,6 +679,35 @@ fn regression_exponential_blocks_with_error() {
     assert!(!front_end(text.as_bytes()));
 }
 
+/// Found by libFuzzer (`fuzz/`, timeout): nested repeats around an empty
+/// body. The step limit counted statements only, and an empty body has none,
+/// so 9000^3 iterations ran (two minutes in a debug build). Iterations count
+/// as steps now.
+#[test]
+fn regression_nested_empty_repeats() {
+    let text = "network tiny {\n    input 3x32x32\n    classes 10\n    repeat 9000 {\n        repeat 9000 {\n            repeat 9000 {\n                # nothing\n            }\n        }\n    }\n    conv 10 1x1\n    gap\n    softmax\n}\n";
+    let source = Source::new("empty.net", text);
+    let diags = load(&source).expect_err("the step limit");
+    assert!(diags.iter().any(|d| d.code == "E0214"));
+    assert!(!front_end(text.as_bytes()));
+}
+
+/// Found by libFuzzer (`fuzz/`, timeout): nested `repeat ... {` lines that
+/// never close made pest parse each body, fail at the end of the file, and
+/// parse it again as plain lines: twice the work per level. Unclosed braces
+/// (and text after a `}`, the other late failure) are now found first.
+#[test]
+fn regression_unclosed_nested_repeats() {
+    let mut text = String::from("network tiny {\n    input 3x32x32\n    classes 10\n");
+    text.push_str(&"    repeat 9000 {\n    lasses 10\n".repeat(30));
+    assert!(!front_end(text.as_bytes()));
+    let mut text = String::from("network tiny {\n    input 3x32x32\n    classes 10\n");
+    text.push_str(&"    repeat 2 {\n".repeat(30));
+    text.push_str(&"    } x\n".repeat(30));
+    text.push_str("}\n");
+    assert!(!front_end(text.as_bytes()));
+}
+
 /// A chain of 200000 additions overflowed the stack while evaluating (and
 /// dropping) the expression tree.
 #[test]

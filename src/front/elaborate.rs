@@ -306,18 +306,7 @@ impl Elaborator {
             if self.n_errors > MAX_ERRORS {
                 return;
             }
-            self.steps += 1;
-            if self.steps > MAX_STEPS {
-                if self.steps == MAX_STEPS + 1 {
-                    self.diags.push(
-                        Diagnostic::error(
-                            "E0214",
-                            format!("the network expands to more than {MAX_STEPS} statements"),
-                        )
-                        .at(stmt_span(stmt), "the limit is reached here")
-                        .note("nested `repeat`s and blocks multiply their counts"),
-                    );
-                }
+            if !self.step(&stmt_span(stmt)) {
                 return;
             }
             match stmt {
@@ -336,6 +325,23 @@ impl Elaborator {
             }
             self.dedup();
         }
+    }
+
+    /// Counts one step of expansion (a statement or a repeat iteration);
+    /// false once past [`MAX_STEPS`], reported the first time.
+    fn step(&mut self, span: &Span) -> bool {
+        self.steps += 1;
+        if self.steps == MAX_STEPS + 1 {
+            self.diags.push(
+                Diagnostic::error(
+                    "E0214",
+                    format!("expanding the network takes more than {MAX_STEPS} steps"),
+                )
+                .at(span.clone(), "the limit is reached here")
+                .note("each statement and each repeat iteration is a step; nested `repeat`s and blocks multiply their counts"),
+            );
+        }
+        self.steps <= MAX_STEPS
     }
 
     fn enter(&mut self, span: &Span) -> bool {
@@ -429,7 +435,8 @@ impl Elaborator {
             return;
         }
         for i in start..=end {
-            if self.layers.len() >= MAX_LAYERS || self.steps > MAX_STEPS {
+            // An empty body costs nothing per iteration but the iteration.
+            if self.layers.len() >= MAX_LAYERS || !self.step(span) {
                 break;
             }
             let mut scope = HashMap::new();

@@ -306,13 +306,21 @@ pub const MAX_NESTING: usize = 64;
 /// chain would recurse too deeply).
 pub const MAX_OPERATORS_PER_LINE: usize = 256;
 
-/// Rejects text nested too deeply or with too long an expression before pest
-/// sees it, so no input can overflow the stack.
+/// Rejects, before pest sees it, text that is nested too deeply or has too
+/// long an expression (either would overflow the stack), and text whose
+/// braces do not close properly. The last matters for speed: a `repeat` whose
+/// body never closes, or is followed by text on its line, fails only after
+/// parsing its whole body, and the parser then parses that body again as
+/// plain lines; nested, that doubles per level (minutes for ten levels).
+/// Only those two shapes can make a body-holding statement fail late, so
+/// ruling them out keeps parsing linear.
 fn check_limits(text: &str) -> Result<(), Vec<Diagnostic>> {
     let mut depth = 0usize;
     let mut operators = 0usize;
     let mut in_comment = false;
     let mut prev = '\0';
+    let mut open_braces = Vec::new();
+    let mut diags = Vec::new();
     for (pos, ch) in text.char_indices() {
         match ch {
             '\n' => {
@@ -331,8 +339,19 @@ fn check_limits(text: &str) -> Result<(), Vec<Diagnostic>> {
                     )
                     .at(pos..pos + 1, "too deep here")]);
                 }
+                if ch == '{' {
+                    open_braces.push(pos);
+                }
             }
-            ')' | '}' => depth = depth.saturating_sub(1),
+            ')' | '}' => {
+                depth = depth.saturating_sub(1);
+                if ch == '}' {
+                    open_braces.pop();
+                    if let Some(diag) = text_after_brace(text, pos) {
+                        diags.push(diag);
+                    }
+                }
+            }
             // The `-` of an exponent (`1e-5`) is not an operator.
             '+' | '-' | '*' | '/' if !(ch == '-' && prev == 'e') => {
                 operators += 1;
@@ -349,28 +368,40 @@ fn check_limits(text: &str) -> Result<(), Vec<Diagnostic>> {
         }
         prev = ch;
     }
-    Ok(())
+    if let Some(&open) = open_braces.last() {
+        let end = text.len();
+        diags.push(
+            Diagnostic::error("E0001", "syntax error: a `{` is never closed")
+                .at(open..open + 1, "this `{` is never closed")
+                .also(end..end, "the file ends here")
+                .hint("add the missing `}`"),
+        );
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(diags)
+    }
 }
 
-/// The `{` of the innermost brace still open at the end of `text` (comments
-/// skipped), for the "missing `}`" hint.
-fn unclosed_brace(text: &str) -> Option<usize> {
-    let mut open = Vec::new();
-    let mut in_comment = false;
-    for (pos, ch) in text.char_indices() {
-        match ch {
-            '\n' => in_comment = false,
-            _ if in_comment => {}
-            '#' => in_comment = true,
-            '/' if text[pos + 1..].starts_with('/') => in_comment = true,
-            '{' => open.push(pos),
-            '}' => {
-                open.pop();
-            }
-            _ => {}
-        }
+/// A `}` ends its line: only spaces, a comment or more `}` may follow it.
+fn text_after_brace(text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = &text[pos + 1..];
+    let line = &rest[..rest.find(['\n', '\r']).unwrap_or(rest.len())];
+    let trimmed = line.trim_start_matches([' ', '\t']);
+    if trimmed.is_empty()
+        || trimmed.starts_with('}')
+        || trimmed.starts_with('#')
+        || trimmed.starts_with("//")
+    {
+        return None;
     }
-    open.pop()
+    let start = pos + 1 + (line.len() - trimmed.len());
+    Some(
+        Diagnostic::error("E0001", "syntax error: unexpected text after `}`")
+            .at(start..pos + 1 + line.len(), "move this to its own line")
+            .also(pos..pos + 1, "a `}` ends its line"),
+    )
 }
 
 /// A diagnostic for a pest error at `offset` into `text`; `in_line` when a
@@ -411,16 +442,9 @@ fn syntax_error(
         Some(ch) if ch != '\n' && ch != '\r' => pos + ch.len_utf8(),
         _ => pos,
     };
-    let mut diag =
-        Diagnostic::error("E0001", format!("syntax error: {message}")).at(pos..end, message);
-    if !in_line && text[pos.min(text.len())..].trim().is_empty() {
-        if let Some(open) = unclosed_brace(text) {
-            diag = diag
-                .also(open..open + 1, "this `{` is never closed")
-                .hint("the file ends inside `{ ... }`: add the missing `}`");
-        }
-    }
-    diag.note("a file holds `let` constants, `block`s, one `network { ... }` and an optional `train { ... }`; each statement sits on its own line")
+    Diagnostic::error("E0001", format!("syntax error: {message}"))
+        .at(pos..end, message)
+        .note("a file holds `let` constants, `block`s, one `network { ... }` and an optional `train { ... }`; each statement sits on its own line")
 }
 
 fn join_or(names: &[&str]) -> String {
