@@ -330,7 +330,15 @@ impl CpuExecutor {
                     grad_input: want_input.then_some(grad_in),
                     grad_weight,
                     grad_bias,
-                    algorithm: ConvAlgorithm::Auto,
+                    // Visualisation (no parameter gradients) uses im2col:
+                    // Winograd's transforms leave rounding noise (~1e-6 of
+                    // the peak) outside a unit's receptive field, where the
+                    // reconstruction must be exactly zero.
+                    algorithm: if want_params {
+                        ConvAlgorithm::Auto
+                    } else {
+                        ConvAlgorithm::Im2col
+                    },
                 }
                 .run(&mut b.workspace);
             }
