@@ -30,5 +30,11 @@ fn front_end(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, front_end);
+criterion_group! {
+    name = benches;
+    // No HTML plots: plotters here is built for ab_glyph fonts that
+    // criterion does not register, so plotting would fail.
+    config = Criterion::default().without_plots();
+    targets = front_end
+}
 criterion_main!(benches);
