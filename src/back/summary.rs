@@ -161,19 +161,38 @@ pub fn render_text(summary: &Summary) -> String {
         }
     }
     if let Some(t) = &summary.training {
+        use crate::ir::training::{Preprocess, Schedule};
+        let schedule = match &t.schedule {
+            Schedule::Constant => "constant".to_string(),
+            Schedule::Cosine => "cosine".to_string(),
+            Schedule::Step { gamma, milestones } => {
+                let at: Vec<String> = milestones.iter().map(u32::to_string).collect();
+                format!("x{gamma} at epochs {}", at.join(", "))
+            }
+        };
+        let preprocess = match t.preprocess {
+            Preprocess::None => "none",
+            Preprocess::Normalize => "per-channel normalisation",
+            Preprocess::GcnZca => "GCN + ZCA whitening",
+        };
+        let mut augment = Vec::new();
+        if t.flip {
+            augment.push("flips".to_string());
+        }
+        if t.translate > 0 {
+            augment.push(format!("translations up to {} px", t.translate));
+        }
         let _ = writeln!(
             out,
-            "training: sgd momentum {}{}, lr {} ({:?}), {} epochs, batch {}, weight decay {}, preprocess {:?}, flip {}, translate {}",
+            "training: sgd momentum {}{}, lr {} ({schedule}{}), {} epochs, batch {}, weight decay {}, {preprocess}, augmentation: {}",
             t.momentum,
             if t.nesterov { " (nesterov)" } else { "" },
             t.lr,
-            t.schedule,
+            if t.warmup > 0 { format!(", {} warm-up epochs", t.warmup) } else { String::new() },
             t.epochs,
             t.batch,
             t.weight_decay,
-            t.preprocess,
-            t.flip,
-            t.translate
+            if augment.is_empty() { "none".to_string() } else { augment.join(", ") }
         );
     }
     out
