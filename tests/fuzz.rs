@@ -17,11 +17,8 @@
 //!
 //! Crashes found by fuzzing are kept below as named regression tests.
 
-use allcnnc::back::net::print;
-use allcnnc::diagnostic::{render_plain, Diagnostic, Source};
-use allcnnc::front::{decode, load};
-use allcnnc::ir::Graph;
-use allcnnc::passes::{self, PassManager};
+use allcnnc::diagnostic::{render_plain, Source};
+use allcnnc::front::load;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::{Config, TestRunner};
@@ -52,73 +49,12 @@ fn front_end(bytes: &[u8]) -> bool {
     valid
 }
 
-fn front_end_unclocked(bytes: &[u8]) -> bool {
-    let source = match decode("fuzz.net", bytes.to_vec()) {
-        Ok(source) => source,
-        Err((source, diags)) => {
-            check_diagnostics(&source, &diags);
-            return false;
-        }
-    };
-    let graph = match load(&source) {
-        Ok(graph) => graph,
-        Err(diags) => {
-            check_diagnostics(&source, &diags);
-            return false;
-        }
-    };
-    round_trip(&graph, "printed");
-    let _ = graph.model_hash();
-    for name in ["strided", "allconv", "convpool"] {
-        let pass = passes::by_name(name).expect("a known pass");
-        let mut derived = graph.clone();
-        match PassManager::derive(pass).run(&mut derived) {
-            Ok(()) => round_trip(&derived.compacted(), name),
-            // A rewrite may refuse a model (a max-pool after a dropout, a pool
-            // no strided conv can mimic); its diagnostics must still render.
-            Err(diags) => check_diagnostics(&source, &diags),
-        }
-    }
-    true
-}
+/// The property itself lives in the libFuzzer crate, so `cargo fuzz` and
+/// this suite check the same thing.
+#[path = "../fuzz/src/lib.rs"]
+mod property;
 
-/// Prints `graph` as `.net` text, parses it again and compares signatures.
-fn round_trip(graph: &Graph, what: &str) {
-    let text = print(graph, &[format!("fuzz: {what}")]);
-    let source = Source::new(format!("{what}.net"), text);
-    match load(&source) {
-        Ok(again) => assert_eq!(
-            again.signature(),
-            graph.signature(),
-            "{what}: print -> parse changed the model:\n{}",
-            source.text
-        ),
-        Err(diags) => panic!(
-            "{what}: the printed model does not load:\n{}\n{}",
-            source.text,
-            render_plain(&source, &diags)
-        ),
-    }
-}
-
-/// Every diagnostic has a label inside the file, and rendering does not panic.
-fn check_diagnostics(source: &Source, diags: &[Diagnostic]) {
-    assert!(!diags.is_empty(), "an error without a diagnostic");
-    for diag in diags {
-        assert!(!diag.labels.is_empty(), "{} has no label", diag.code);
-        for label in &diag.labels {
-            assert!(
-                label.span.start <= label.span.end && label.span.end <= source.text.len() + 1,
-                "{}: label {:?} outside a file of {} bytes",
-                diag.code,
-                label.span,
-                source.text.len()
-            );
-        }
-    }
-    let rendered = render_plain(source, diags);
-    assert!(!rendered.is_empty());
-}
+use property::front_end as front_end_unclocked;
 
 /// Cases per test: `PROPTEST_CASES` when set, else `default`.
 fn cases(default: u32) -> u32 {

@@ -3,6 +3,7 @@
 //! binary. It mirrors `tests/fuzz.rs` of the main crate: decode, load and
 //! render diagnostics; for a valid model, print it and parse it again, and do
 //! the same for each of the paper's rewrites. A panic is a finding.
+//! `tests/fuzz.rs` includes this file as a module, so both check one property.
 
 use allcnnc::back::net::print;
 use allcnnc::diagnostic::{render_plain, Diagnostic, Source};
@@ -28,6 +29,7 @@ pub fn front_end(data: &[u8]) -> bool {
         }
     };
     round_trip(&graph, "printed");
+    let _ = graph.model_hash();
     for name in ["strided", "allconv", "convpool"] {
         let pass = passes::by_name(name).expect("a known pass");
         let mut derived = graph.clone();
@@ -56,6 +58,7 @@ fn round_trip(graph: &Graph, what: &str) {
     }
 }
 
+/// Every diagnostic has a label inside the file, and rendering does not panic.
 fn check_diagnostics(source: &Source, diags: &[Diagnostic]) {
     assert!(!diags.is_empty(), "an error without a diagnostic");
     for diag in diags {
@@ -63,11 +66,13 @@ fn check_diagnostics(source: &Source, diags: &[Diagnostic]) {
         for label in &diag.labels {
             assert!(
                 label.span.start <= label.span.end && label.span.end <= source.text.len() + 1,
-                "{}: label {:?} outside the file",
+                "{}: label {:?} outside a file of {} bytes",
                 diag.code,
-                label.span
+                label.span,
+                source.text.len()
             );
         }
     }
-    render_plain(source, diags);
+    let rendered = render_plain(source, diags);
+    assert!(!rendered.is_empty());
 }

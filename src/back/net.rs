@@ -162,26 +162,16 @@ pub fn op_text(op: &Op) -> String {
             }
             s
         }
-        Op::MaxPool {
-            kernel,
-            stride,
-            pad,
-            round,
-        }
-        | Op::AvgPool {
-            kernel,
-            stride,
-            pad,
-            round,
-        } => {
-            let mut s = format!("{} {}x{}", op.keyword(), kernel.0, kernel.1);
-            if stride != kernel {
-                s.push_str(&format!(" stride={}", pair(*stride)));
+        Op::MaxPool { .. } | Op::AvgPool { .. } => {
+            let pool = op.pool_window().expect("a pooling op has a window");
+            let mut s = format!("{} {}x{}", op.keyword(), pool.kernel.0, pool.kernel.1);
+            if pool.stride != pool.kernel {
+                s.push_str(&format!(" stride={}", pair(pool.stride)));
             }
-            if *pad != Pad::Valid {
-                s.push_str(&format!(" pad={}", pad_text(pad)));
+            if pool.pad != Pad::Valid {
+                s.push_str(&format!(" pad={}", pad_text(&pool.pad)));
             }
-            if *round == Rounding::Down {
+            if pool.round == Rounding::Down {
                 s.push_str(" round=down");
             }
             s

@@ -93,7 +93,40 @@ pub enum Op {
     Softmax,
 }
 
+/// The window of a max or average pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolWindow {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub pad: Pad,
+    pub round: Rounding,
+}
+
 impl Op {
+    /// The window of a pooling op (max or average), `None` for other ops.
+    pub fn pool_window(&self) -> Option<PoolWindow> {
+        match *self {
+            Op::MaxPool {
+                kernel,
+                stride,
+                pad,
+                round,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                pad,
+                round,
+            } => Some(PoolWindow {
+                kernel,
+                stride,
+                pad,
+                round,
+            }),
+            _ => None,
+        }
+    }
+
     /// The keyword of the op in `.net` text.
     pub fn keyword(&self) -> &'static str {
         match self {

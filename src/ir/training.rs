@@ -1,7 +1,8 @@
 //! The training recipe of a `.net` file's `train { ... }` section.
 //!
 //! The compiler only parses, checks and shows it; the runtime's trainer
-//! consumes it (command-line flags override it).
+//! consumes it as a `runtime::train::Recipe` (command-line flags override
+//! it), which also computes the learning rate of each step.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,31 +60,6 @@ impl Default for Training {
             flip: false,
             translate: 0,
             warmup: 0,
-        }
-    }
-}
-
-impl Training {
-    /// Learning rate at `epoch` (0-based) of a run of `epochs` epochs, with
-    /// `progress` in 0..1 inside the epoch (used by cosine and warm-up).
-    pub fn lr_at(&self, epoch: u32, progress: f64) -> f64 {
-        let t = epoch as f64 + progress.clamp(0.0, 1.0);
-        let base = match &self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Step { gamma, milestones } => {
-                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
-                self.lr * gamma.powi(passed as i32)
-            }
-            Schedule::Cosine => {
-                let total = self.epochs.max(1) as f64;
-                0.5 * self.lr * (1.0 + (std::f64::consts::PI * t / total).cos())
-            }
-        };
-        if self.warmup > 0 && t < self.warmup as f64 {
-            let frac = t / self.warmup as f64;
-            base * (0.1 + 0.9 * frac)
-        } else {
-            base
         }
     }
 }

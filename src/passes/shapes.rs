@@ -119,19 +119,9 @@ pub fn out_shape(op: &Op, input: Shape) -> Result<Shape, String> {
             let (h, w) = window_out(input, *kernel, *stride, pad, Rounding::Down)?;
             Ok(Shape::new(*out_channels, h, w))
         }
-        Op::MaxPool {
-            kernel,
-            stride,
-            pad,
-            round,
-        }
-        | Op::AvgPool {
-            kernel,
-            stride,
-            pad,
-            round,
-        } => {
-            let (h, w) = window_out(input, *kernel, *stride, pad, *round)?;
+        Op::MaxPool { .. } | Op::AvgPool { .. } => {
+            let pool = op.pool_window().expect("a pooling op has a window");
+            let (h, w) = window_out(input, pool.kernel, pool.stride, &pool.pad, pool.round)?;
             Ok(Shape::new(input.c, h, w))
         }
         Op::GlobalAvgPool => Ok(Shape::new(input.c, 1, 1)),

@@ -382,11 +382,9 @@ impl Trainer<'_> {
 /// The dropout seed of one step: a function of the run seed and the global
 /// step only, so resumed runs draw the same masks.
 pub fn dropout_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed
-        ^ step
+    crate::cpu::rng::mix64(
+        seed ^ step
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+            .wrapping_add(0xD1B5_4A32_D192_ED03),
+    )
 }
