@@ -220,6 +220,8 @@ const TOKENS: &[&str] = &[
     "flip",
     "translate=",
     "warmup",
+    "init",
+    "lsuv",
     "a",
     "i",
     "w",
@@ -493,12 +495,13 @@ fn train() -> impl Strategy<Value = String> {
         any::<bool>(),
         0u32..8,
         any::<bool>(),
+        select(&["he", "lsuv"][..]),
     )
         .prop_map(
-            |(schedule, lr, epochs, batch, warmup, pre, flip, translate, nesterov)| {
+            |(schedule, lr, epochs, batch, warmup, pre, flip, translate, nesterov, init)| {
                 let flip = if flip { " flip" } else { "" };
                 format!(
-                    "train {{\n    optimizer sgd momentum=0.9 nesterov={nesterov}\n    lr {}\n    {schedule}\n    warmup {warmup}\n    epochs {epochs}\n    batch {batch}\n    weight_decay 0.0005\n    preprocess {pre}\n    augment{flip} translate={translate}\n}}\n",
+                    "train {{\n    optimizer sgd momentum=0.9 nesterov={nesterov}\n    lr {}\n    {schedule}\n    warmup {warmup}\n    epochs {epochs}\n    batch {batch}\n    weight_decay 0.0005\n    preprocess {pre}\n    augment{flip} translate={translate}\n    init {init}\n}}\n",
                     lr as f64 / 1000.0
                 )
             },

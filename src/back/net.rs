@@ -5,7 +5,7 @@
 //! only for layers whose names were written in the source. Invariant:
 //! parsing the printed text gives the same IR (tested for every model).
 
-use crate::ir::training::{Preprocess, Schedule};
+use crate::ir::training::{Init, Preprocess, Schedule};
 use crate::ir::{Activation, Graph, Op, Pad, Rounding, Training};
 use std::fmt::{self, Write};
 
@@ -86,6 +86,9 @@ impl Writer {
         }
         if t.warmup > 0 {
             self.line(format_args!("warmup {}", t.warmup))?;
+        }
+        if t.init != Init::default() {
+            self.line(format_args!("init {}", t.init.keyword()))?;
         }
         self.line(format_args!("epochs {}", t.epochs))?;
         self.line(format_args!("batch {}", t.batch))?;

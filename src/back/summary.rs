@@ -184,7 +184,7 @@ pub fn render_text(summary: &Summary) -> String {
         }
         let _ = writeln!(
             out,
-            "training: sgd momentum {}{}, lr {} ({schedule}{}), {} epochs, batch {}, weight decay {}, {preprocess}, augmentation: {}",
+            "training: sgd momentum {}{}, lr {} ({schedule}{}), {} epochs, batch {}, weight decay {}, {preprocess}, augmentation: {}, init {}",
             t.momentum,
             if t.nesterov { " (nesterov)" } else { "" },
             t.lr,
@@ -192,7 +192,8 @@ pub fn render_text(summary: &Summary) -> String {
             t.epochs,
             t.batch,
             t.weight_decay,
-            if augment.is_empty() { "none".to_string() } else { augment.join(", ") }
+            if augment.is_empty() { "none".to_string() } else { augment.join(", ") },
+            t.init.keyword()
         );
     }
     out

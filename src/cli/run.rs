@@ -6,7 +6,7 @@
 
 use super::{load, CliResult, Failure};
 use crate::back;
-use crate::ir::training::{Preprocess as RecipePreprocess, Schedule as RecipeSchedule};
+use crate::ir::training::{Init, Preprocess as RecipePreprocess, Schedule as RecipeSchedule};
 use crate::ir::Training;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +15,7 @@ use runtime::cpu::CpuExecutor;
 use runtime::data::{self, Augment, Dataset, Preprocess, PreprocessKind, Split};
 use runtime::plan::Plan;
 use runtime::train::checkpoint::{Checkpoint, Progress};
-use runtime::train::{EpochMetrics, Observer, Recipe, RunDir, Schedule, Trainer};
+use runtime::train::{init, EpochMetrics, Observer, Recipe, RunDir, Schedule, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +57,16 @@ pub struct TrainArgs {
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
     pub resume: bool,
+    /// Initialisation of a fresh run (overrides the file's `init`)
+    #[arg(long, value_enum)]
+    pub init: Option<InitArg>,
+}
+
+/// `--init`: He-normal, or He-normal then LSUV calibration on training images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    He,
+    Lsuv,
 }
 
 /// Picks the executor for `device`: `cuda` generates the fused CUDA program
@@ -124,6 +134,30 @@ fn check_fit(plan: &Plan, dataset: &Dataset, path: &Path) -> Result<(), Failure>
         )
         .into());
     }
+    Ok(())
+}
+
+/// LSUV on evenly spaced training images (see `runtime::train::init`).
+fn calibrate(exec: &mut dyn Executor, data: &Dataset) -> Result<(), Failure> {
+    let n = data.len().min(init::CALIBRATION_IMAGES);
+    let len = data.shape.len();
+    let images: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let index = i * data.len() / n;
+            data.images[index * len..(index + 1) * len].iter().copied()
+        })
+        .collect();
+    let started = Instant::now();
+    let report = init::lsuv(exec, &images, n).map_err(|e| e.to_string())?;
+    let factors: Vec<String> = report
+        .iter()
+        .map(|s| format!("{} x{:.3}", s.layer, s.factor))
+        .collect();
+    eprintln!(
+        "init: LSUV on {n} training images in {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        factors.join(", ")
+    );
     Ok(())
 }
 
@@ -282,6 +316,13 @@ pub fn train(args: &TrainArgs) -> CliResult {
     preprocess
         .apply_dataset(&mut test_set)
         .map_err(|e| e.to_string())?;
+    let lsuv = match args.init {
+        Some(choice) => choice == InitArg::Lsuv,
+        None => training.init == Init::Lsuv,
+    };
+    if !args.resume && lsuv {
+        calibrate(exec.as_mut(), &train_set)?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -6,7 +6,7 @@
 
 use super::ast::*;
 use crate::diagnostic::Diagnostic;
-use crate::ir::training::{Preprocess, Schedule};
+use crate::ir::training::{Init, Preprocess, Schedule};
 use crate::ir::{Activation, Graph, Node, Op, Pad, Padding, Rounding, Shape, Training};
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +44,7 @@ const TRAIN_KINDS: &[&str] = &[
     "preprocess",
     "augment",
     "warmup",
+    "init",
 ];
 
 /// Elaborates a parsed file into a graph; the diagnostics hold every error.
@@ -1083,6 +1084,18 @@ impl Elaborator {
                             Preprocess::None
                         }
                     };
+                    &["kind"]
+                }
+                "init" => {
+                    let value = args.take("kind", &[], Some(0));
+                    match value.and_then(keyword).as_deref() {
+                        Some("he") => training.init = Init::He,
+                        Some("lsuv") => training.init = Init::Lsuv,
+                        _ => match value {
+                            Some(v) => self.bad_keyword(v, "init", &["he", "lsuv"]),
+                            None => self.missing(stmt, "a method", "init lsuv"),
+                        },
+                    }
                     &["kind"]
                 }
                 "augment" => {

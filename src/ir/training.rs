@@ -29,6 +29,17 @@ pub enum Preprocess {
     GcnZca,
 }
 
+/// Weight initialisation of a fresh run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Init {
+    /// He-normal weights, zero biases.
+    He,
+    /// He-normal, then layer-sequential unit variance on training images
+    /// (Mishkin & Matas 2016), with class scores that start active.
+    #[default]
+    Lsuv,
+}
+
 /// Training recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Training {
@@ -44,6 +55,19 @@ pub struct Training {
     pub translate: u32,
     /// Epochs of linear learning-rate warm-up from lr/10 (0: none).
     pub warmup: u32,
+    /// Initialisation of a fresh run.
+    #[serde(default)]
+    pub init: Init,
+}
+
+impl Init {
+    /// The keyword of the `init` setting.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Init::He => "he",
+            Init::Lsuv => "lsuv",
+        }
+    }
 }
 
 impl Default for Training {
@@ -60,6 +84,7 @@ impl Default for Training {
             flip: false,
             translate: 0,
             warmup: 0,
+            init: Init::Lsuv,
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod curves;
+pub mod init;
 
 use crate::backend::{BackendError, Executor, SgdStep};
 use crate::data::augment::Augment;
