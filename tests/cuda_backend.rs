@@ -15,7 +15,7 @@
 
 use allcnnc::back;
 use allcnnc::diagnostic::Source;
-use runtime::backend::{Batch, Executor, SgdStep};
+use runtime::backend::{Batch, Executor, SgdStep, StepStats};
 use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{driver_present, emulator, CudaExecutor, PlanExecutor};
@@ -167,9 +167,11 @@ fn kernels_match_cpu(dev: Dev) {
                 n,
             };
             let got = exec
-                .forward_backward(&batch, seed)
+                .forward_backward_stats(&batch, seed)
                 .expect("forward_backward");
-            let want = reference.forward_backward(&batch, seed).expect("cpu step");
+            let want = reference
+                .forward_backward_stats(&batch, seed)
+                .expect("cpu step");
             let rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-6);
             assert!(
                 rel < 1e-4,
@@ -239,6 +241,42 @@ fn visualisation_matches_cpu(dev: Dev) {
 }
 test_device!(visualisation_matches_cpu);
 
+/// Statistics pile up on the device across steps (nothing is read back per
+/// step): one `take_stats` after three steps, the first of them with a
+/// larger batch than the others, equals the sum of the CPU's per-step
+/// statistics, and the next `take_stats` is empty.
+fn statistics_accumulate_across_steps(dev: Dev) {
+    let plan = plan_of(MODELS[0]);
+    let Some(mut exec) = executor(dev, &plan, 5) else {
+        return;
+    };
+    let mut reference = CpuExecutor::new(plan.clone(), 5).expect("cpu");
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    // The batch grows at the second step, so the device's per-image buffers
+    // are reallocated with sums pending.
+    for (step, n) in [(0u64, 3usize), (1, 6), (2, 4)] {
+        let (images, labels) = batch_of(&plan, n, 300 + step);
+        let batch = Batch {
+            images: &images,
+            labels: &labels,
+            n,
+        };
+        exec.forward_backward(&batch, step).expect("step");
+        let want = reference.forward_backward_stats(&batch, step).expect("cpu");
+        loss += want.loss_sum;
+        correct += want.correct;
+    }
+    let got = exec.take_stats().expect("stats");
+    assert!(
+        (got.loss_sum - loss).abs() <= 1e-4 * loss.abs(),
+        "loss sum {} vs cpu {loss}",
+        got.loss_sum
+    );
+    assert_eq!(got.correct, correct);
+    assert_eq!(exec.take_stats().expect("stats"), StepStats::default());
+}
+test_device!(statistics_accumulate_across_steps);
+
 /// A short training run: the loss of every step tracks the CPU run of the
 /// same seed (same initial weights, same dropout masks), and the parameters
 /// after it agree.
@@ -262,8 +300,12 @@ fn training_tracks_cpu(dev: Dev) {
             labels: &labels,
             n,
         };
-        let got = exec.forward_backward(&batch, iteration).expect("step");
-        let want = reference.forward_backward(&batch, iteration).expect("cpu");
+        let got = exec
+            .forward_backward_stats(&batch, iteration)
+            .expect("step");
+        let want = reference
+            .forward_backward_stats(&batch, iteration)
+            .expect("cpu");
         let rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-6);
         assert!(
             rel < 1e-3,

@@ -120,11 +120,13 @@ fn main() {
     // Warm-up allocates the buffers and faults in their pages.
     exec.forward_backward(&batch, 0).unwrap();
     exec.sgd_update(&step).unwrap();
+    exec.take_stats().unwrap();
     let (start, cpu_start) = (Instant::now(), cpu_seconds());
     for s in 0..steps {
         exec.forward_backward(&batch, s as u64).unwrap();
         exec.sgd_update(&step).unwrap();
     }
+    exec.take_stats().unwrap();
     let per_step = start.elapsed().as_secs_f64() / steps as f64;
     let cpu_per_step = (cpu_seconds() - cpu_start) / steps as f64;
     println!(

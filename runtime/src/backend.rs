@@ -74,9 +74,23 @@ pub trait Executor {
     fn device_name(&self) -> String;
 
     /// Forward and backward pass over a batch in training mode (dropout active,
-    /// seeded by `seed`), accumulating nothing: the gradients of the mean
-    /// cross-entropy replace the previous ones.
-    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<StepStats>;
+    /// seeded by `seed`): the gradients of the mean cross-entropy replace the
+    /// previous ones. The batch's summed loss and top-1 hits are added to the
+    /// executor's running statistics ([`Executor::take_stats`]); nothing is
+    /// returned, so a device backend need not wait for the step to finish.
+    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()>;
+
+    /// The statistics of the `forward_backward` calls since the last call
+    /// (or since creation), which it resets. On a device this reads back,
+    /// the one synchronisation point of a training loop.
+    fn take_stats(&mut self) -> Result<StepStats>;
+
+    /// `forward_backward` then `take_stats`: the statistics of this step
+    /// plus any not taken before (tests and one-off steps).
+    fn forward_backward_stats(&mut self, batch: &Batch<'_>, seed: u64) -> Result<StepStats> {
+        self.forward_backward(batch, seed)?;
+        self.take_stats()
+    }
 
     /// Applies one SGD step with the gradients of the last `forward_backward`.
     fn sgd_update(&mut self, step: &SgdStep) -> Result<()>;

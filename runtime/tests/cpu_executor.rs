@@ -53,7 +53,7 @@ mod cpu {
             n,
         };
         let step_seed = 77;
-        exec.forward_backward(&batch, step_seed).unwrap();
+        exec.forward_backward_stats(&batch, step_seed).unwrap();
         let grads = exec.read_grads().unwrap();
         let params = exec.read_params().unwrap();
         let specs = exec.plan().params();
@@ -62,7 +62,10 @@ mod cpu {
                 let mut p = params.clone();
                 p[t] = value.to_vec();
                 exec.write_params(&p).unwrap();
-                exec.forward_backward(&batch, step_seed).unwrap().loss_sum / n as f64
+                exec.forward_backward_stats(&batch, step_seed)
+                    .unwrap()
+                    .loss_sum
+                    / n as f64
             });
             let misses: Vec<usize> = (0..fd.len())
                 .filter(|&i| (grads[t][i] as f64 - fd[i]).abs() > abs + 1e-2 * fd[i].abs())
@@ -346,7 +349,7 @@ mod cpu {
                 labels: &labels,
                 n,
             };
-            let stats = exec.forward_backward(&batch, step).unwrap();
+            let stats = exec.forward_backward_stats(&batch, step).unwrap();
             let mean = stats.loss_sum / n as f64;
             first_loss.get_or_insert(mean);
             last = (mean, stats.correct);

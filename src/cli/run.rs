@@ -546,20 +546,24 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         nesterov: false,
         weight_decay: 0.0,
     };
-    let mut train_step = || -> Result<(), Failure> {
+    let train_step = |exec: &mut dyn Executor| -> Result<(), Failure> {
         exec.forward_backward(&batch, 1)
             .map_err(|e| e.to_string())?;
         exec.sgd_update(&step).map_err(|e| e.to_string())?;
         Ok(())
     };
     for _ in 0..2 {
-        train_step()?;
+        train_step(exec.as_mut())?;
     }
+    // Reading the statistics waits for the device, so the timer brackets
+    // finished work only.
+    exec.take_stats().map_err(|e| e.to_string())?;
     let steps = args.steps.max(1);
     let started = Instant::now();
     for _ in 0..steps {
-        train_step()?;
+        train_step(exec.as_mut())?;
     }
+    exec.take_stats().map_err(|e| e.to_string())?;
     let train_s = started.elapsed().as_secs_f64() / steps as f64;
     exec.infer(&images, n).map_err(|e| e.to_string())?;
     let started = Instant::now();

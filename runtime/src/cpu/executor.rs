@@ -104,6 +104,8 @@ pub struct CpuExecutor {
     buffers: Buffers,
     forwarded: Forwarded,
     has_grads: bool,
+    /// Loss and hits of the training steps since the last `take_stats`.
+    stats: StepStats,
 }
 
 fn invalid_plan(layer: &str, msg: impl std::fmt::Display) -> BackendError {
@@ -162,6 +164,7 @@ impl CpuExecutor {
             buffers: Buffers::default(),
             forwarded: Forwarded::Nothing,
             has_grads: false,
+            stats: StepStats::default(),
         })
     }
 
@@ -563,7 +566,7 @@ impl Executor for CpuExecutor {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<StepStats> {
+    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {
         let n = batch.n;
         self.check_images(batch.images, n)?;
         if batch.labels.len() != n {
@@ -611,10 +614,13 @@ impl Executor for CpuExecutor {
             self.backward_layer(layer_idx, n, ReluRule::Backprop, want_input, true);
         }
         self.has_grads = true;
-        Ok(StepStats {
-            loss_sum: loss.loss_sum,
-            correct: loss.correct,
-        })
+        self.stats.loss_sum += loss.loss_sum;
+        self.stats.correct += loss.correct;
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        Ok(std::mem::take(&mut self.stats))
     }
 
     fn sgd_update(&mut self, step: &SgdStep) -> Result<()> {

@@ -8,9 +8,11 @@
 //! indexing can be tested on machines without a GPU.
 //!
 //! Everything of one training step is enqueued without synchronisation: the
-//! batch upload, the forward pass, the head, the backward pass. The only
-//! reads back are the per-image losses and top-1 hits that
-//! [`Executor::forward_backward`] must return, once per step.
+//! batch upload, the forward pass, the head, the backward pass, the update.
+//! Nothing is read back per step: the head adds each image's loss and top-1
+//! hit to its batch slot's running sums on the device, and
+//! [`Executor::take_stats`] (called by the trainer every few steps) reads and
+//! clears them.
 
 use std::collections::HashMap;
 
@@ -115,6 +117,10 @@ pub struct PlanExecutor<D: Device> {
     capacity: usize,
     forwarded: Forwarded,
     has_grads: bool,
+    /// Training steps whose statistics still sit in the device's sums.
+    pending: bool,
+    /// Statistics read back early (before the per-image buffers grew).
+    carried: StepStats,
 }
 
 impl<D: Device> std::fmt::Debug for PlanExecutor<D> {
@@ -147,6 +153,8 @@ impl<D: Device> PlanExecutor<D> {
             capacity: 0,
             forwarded: Forwarded::Nothing,
             has_grads: false,
+            pending: false,
+            carried: StepStats::default(),
         };
         exec.allocate(0, true)?;
         exec.write_params(&initial)?;
@@ -181,9 +189,38 @@ impl<D: Device> PlanExecutor<D> {
 
     fn reserve(&mut self, n: usize) -> Result<()> {
         if n > self.capacity {
+            // The running sums live in per-image buffers: keep them.
+            let sums = self.read_sums()?;
+            self.carried.loss_sum += sums.loss_sum;
+            self.carried.correct += sums.correct;
             self.allocate(n, false)?;
             self.capacity = n;
+            self.clear_sums()?;
         }
+        Ok(())
+    }
+
+    /// The device's running loss and hit sums over all batch slots.
+    fn read_sums(&self) -> Result<StepStats> {
+        if !self.pending || self.capacity == 0 {
+            return Ok(StepStats::default());
+        }
+        let loss: Vec<f64> = self.download(&self.device_plan.loss, self.capacity)?;
+        let correct: Vec<i32> = self.download(&self.device_plan.correct, self.capacity)?;
+        Ok(StepStats {
+            loss_sum: loss.iter().sum(),
+            correct: correct.iter().map(|&c| c.max(0) as usize).sum(),
+        })
+    }
+
+    fn clear_sums(&mut self) -> Result<()> {
+        let (loss, correct) = (
+            self.device_plan.loss.clone(),
+            self.device_plan.correct.clone(),
+        );
+        self.upload(&loss, &vec![0.0f64; self.capacity])?;
+        self.upload(&correct, &vec![0i32; self.capacity])?;
+        self.pending = false;
         Ok(())
     }
 
@@ -347,7 +384,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
         self.device.name()
     }
 
-    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<StepStats> {
+    fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {
         let n = batch.n;
         self.check_images(batch.images, n)?;
         if batch.labels.len() != n {
@@ -370,7 +407,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
             });
         }
         if n == 0 {
-            return Ok(StepStats::default());
+            return Ok(());
         }
         self.reserve(n)?;
         let input = self.device_plan.input.clone();
@@ -389,15 +426,19 @@ impl<D: Device> Executor for PlanExecutor<D> {
         self.run_schedule(Schedule::Backward, pass)?;
         self.forwarded = Forwarded::Train;
         self.has_grads = true;
-        let (loss, correct) = (
-            self.device_plan.loss.clone(),
-            self.device_plan.correct.clone(),
-        );
-        let loss: Vec<f64> = self.download(&loss, n)?;
-        let correct: Vec<i32> = self.download(&correct, n)?;
+        self.pending = true;
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        let sums = self.read_sums()?;
+        if self.pending {
+            self.clear_sums()?;
+        }
+        let carried = std::mem::take(&mut self.carried);
         Ok(StepStats {
-            loss_sum: loss.iter().sum(),
-            correct: correct.iter().filter(|&&c| c != 0).count(),
+            loss_sum: carried.loss_sum + sums.loss_sum,
+            correct: carried.correct + sums.correct,
         })
     }
 

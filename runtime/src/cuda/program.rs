@@ -222,7 +222,8 @@ pub struct DevicePlan {
     pub input: String,
     /// Labels (`int`, one per image) of a training batch.
     pub labels: String,
-    /// Per-image loss (`double`) and top-1 hit (`int`) of a training batch.
+    /// Running sums, per batch slot, of the loss (`double`) and top-1 hits
+    /// (`int`) of the training steps since the host last read them.
     pub loss: String,
     pub correct: String,
     /// Class probabilities (`n x classes`) after a forward pass.

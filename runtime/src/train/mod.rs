@@ -7,6 +7,11 @@
 //! `checkpoint.safetensors` (and `best.safetensors`) atomically and redraws
 //! `curves.png`.
 //!
+//! The loop never waits for a step to finish: it reads the summed loss and
+//! top-1 hits back every [`STATS_EVERY`] steps ([`Executor::take_stats`]),
+//! at the end of each epoch and when interrupted, so a GPU backend runs ahead
+//! of the host. A non-finite loss is so caught within that window.
+//!
 //! Reproducibility: the data order of epoch `e` depends only on `(seed, e)`,
 //! augmentation and dropout only on `(seed, epoch, batch)`, so a run resumed
 //! from a checkpoint (even one written mid-epoch on interruption) ends with
@@ -28,6 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Training steps between two reads of the loss and accuracy sums (the only
+/// point where a device backend makes the host wait for the GPU).
+pub const STATS_EVERY: usize = 16;
 
 /// The learning-rate schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,12 +96,14 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(
-        "the loss became {value} at epoch {epoch}, batch {batch} (step {step}); training stopped and the last good checkpoint was kept. Try a lower learning rate (now {lr})"
+        "the loss became {value} at epoch {epoch}, within batches {first_batch}-{batch} (steps {first_step}-{step}); training stopped and the last good checkpoint was kept. Try a lower learning rate (now {lr})"
     )]
     NonFinite {
         value: f64,
         epoch: u32,
+        first_batch: usize,
         batch: usize,
+        first_step: u64,
         step: u64,
         lr: f64,
     },
@@ -288,22 +299,14 @@ impl Trainer<'_> {
             let started = Instant::now();
             let seconds_before = progress.seconds;
             let mut last_lr = recipe.lr_at(epoch, 0.0);
+            // Statistics are read back once per window of steps, not per step.
+            let mut window_first = progress.batch;
+            let mut window_images = 0usize;
             for batch in BatchLoader::new(&self.train, options) {
                 let index = batch.index;
                 let step = epoch as u64 * batches as u64 + index as u64;
-                let stats = self
-                    .exec
+                self.exec
                     .forward_backward(&batch.view(), dropout_seed(recipe.seed, step))?;
-                let batch_loss = stats.loss_sum / batch.n as f64;
-                if !batch_loss.is_finite() {
-                    return Err(TrainError::NonFinite {
-                        value: batch_loss,
-                        epoch: epoch + 1,
-                        batch: index + 1,
-                        step,
-                        lr: last_lr,
-                    });
-                }
                 last_lr = recipe.lr_at(epoch, index as f64 / batches as f64);
                 self.exec.sgd_update(&SgdStep {
                     lr: last_lr as f32,
@@ -312,9 +315,30 @@ impl Trainer<'_> {
                     weight_decay: recipe.weight_decay as f32,
                 })?;
                 progress.batch = index + 1;
+                progress.seen += batch.n as u64;
+                window_images += batch.n;
+                let stopping = self.stop.load(Ordering::SeqCst);
+                if index + 1 - window_first < STATS_EVERY && index + 1 < batches && !stopping {
+                    continue;
+                }
+                let stats = self.exec.take_stats()?;
+                let window_loss = stats.loss_sum / window_images.max(1) as f64;
+                if !window_loss.is_finite() {
+                    let first_step = epoch as u64 * batches as u64 + window_first as u64;
+                    return Err(TrainError::NonFinite {
+                        value: window_loss,
+                        epoch: epoch + 1,
+                        first_batch: window_first + 1,
+                        batch: index + 1,
+                        first_step,
+                        step,
+                        lr: last_lr,
+                    });
+                }
+                window_first = index + 1;
+                window_images = 0;
                 progress.loss_sum += stats.loss_sum;
                 progress.correct += stats.correct as u64;
-                progress.seen += batch.n as u64;
                 let elapsed = seconds_before + started.elapsed().as_secs_f64();
                 progress.seconds = elapsed;
                 observer.batch_done(
@@ -323,7 +347,7 @@ impl Trainer<'_> {
                     progress.correct as f64 / progress.seen as f64,
                     progress.seen as f64 / elapsed.max(1e-9),
                 );
-                if self.stop.load(Ordering::SeqCst) && progress.batch < batches {
+                if stopping && progress.batch < batches {
                     self.checkpoint(progress.clone())?
                         .save(self.exec.plan(), &self.run.checkpoint())?;
                     return Err(TrainError::Interrupted {

@@ -428,13 +428,13 @@ impl<'a> Gen<'a> {
             "loss",
             DType::F64,
             Extent::per_image(1),
-            "cross-entropy of each image",
+            "cross-entropy summed per batch slot since the host last read it",
         );
         self.buffer(
             "correct",
             DType::I32,
             Extent::per_image(1),
-            "1 where the top-1 class is the label",
+            "top-1 hits summed per batch slot since the host last read it",
         );
         self.buffer(
             "logits",
@@ -1333,7 +1333,7 @@ impl<'a> Gen<'a> {
             comment: vec![
                 format!("{id}_train: {refs}"),
                 format!(
-                    "{average}softmax, cross-entropy (per-image loss and top-1 hit) and the gradient at the head's input, one block per image"
+                    "{average}softmax, cross-entropy (per-image loss and top-1 hit, added to the batch slot's running sums) and the gradient at the head's input, one block per image"
                 ),
             ],
             body: format!(

@@ -604,7 +604,10 @@ __device__ __forceinline__ void dropout_backward(const float* __restrict__ dy,
 // gradient]. One block per image; the averages and probabilities stay in
 // shared memory (2 x C floats, dynamic). The loss is a log-sum-exp in
 // double, like the CPU's; the gradient at the head's input is
-// (p - onehot(label)) / n / (H * W) at every pixel.
+// (p - onehot(label)) / n / (H * W) at every pixel. Training adds each
+// image's loss and top-1 hit to its slot of `loss` and `correct`, so the
+// statistics of many steps pile up on the device and the host reads them
+// when it chooses (no read-back, hence no synchronisation, per step).
 template <class G, bool TRAIN>
 __device__ __forceinline__ void head(const float* __restrict__ x, const int* __restrict__ labels,
                                      float* __restrict__ logits, float* __restrict__ probs,
@@ -651,8 +654,8 @@ __device__ __forceinline__ void head(const float* __restrict__ x, const int* __r
             for (int c = 0; c < G::C; ++c) {
                 exp_sum += exp((double)z[c] - (double)max);
             }
-            loss[image] = (double)max + log(exp_sum) - (double)z[label];
-            correct[image] = top == label ? 1 : 0;
+            loss[image] += (double)max + log(exp_sum) - (double)z[label];
+            correct[image] += top == label ? 1 : 0;
         }
     }
     __syncthreads();
