@@ -62,10 +62,13 @@ timeout 60 ./target/release/allcnnc compile models/all-cnn-c.net -o "$out/build-
 status compile-report $?
 
 for batch in 128 256; do
-    log "allcnnc bench, batch $batch"
-    timeout 60 ./target/release/allcnnc bench models/all-cnn-c.net --device cuda --batch "$batch" \
-        --steps 20 --json > "$out/allcnnc-$batch.json" 2> "$out/allcnnc-$batch.log"
-    status "allcnnc-$batch" $?
+    for precision in fp32 tf32 bf16; do
+        log "allcnnc bench, batch $batch, $precision"
+        timeout 60 ./target/release/allcnnc bench models/all-cnn-c.net --device cuda --batch "$batch" \
+            --precision "$precision" --steps 20 --json \
+            > "$out/allcnnc-$batch-$precision.json" 2> "$out/allcnnc-$batch-$precision.log"
+        status "allcnnc-$batch-$precision" $?
+    done
     log "PyTorch bench, batch $batch (eager fp32, eager AMP bf16 channels-last, torch.compile)"
     timeout 150 python3 bench/pytorch_allcnnc.py --device cuda --batch "$batch" --steps 20 \
         --configs nchw,amp_bf16_channels_last,compile > "$out/pytorch-$batch.jsonl" 2> "$out/pytorch-$batch.log"
@@ -75,7 +78,7 @@ done
 if [ -d "$data/train" ]; then
     log "time to accuracy: All-CNN-C on $data, 3 epochs"
     timeout 150 ./target/release/allcnnc train models/all-cnn-c.net --data "$data" --out "$out/tta" \
-        --epochs 3 --batch 128 --lr 0.05 --device cuda > "$out/tta.log" 2>&1
+        --epochs 3 --batch 128 --lr 0.03 --device cuda > "$out/tta.log" 2>&1
     status tta $?
 else
     log "no CIFAR-10 at $data: time to accuracy skipped (scripts/device-check.sh --prepare-data)"
@@ -96,19 +99,27 @@ def load(path, lines=False):
 
 results = {"status": dict(l.split(" ", 1) for l in open(os.path.join(out, "status.txt")).read().splitlines()),
            "bench": {}, "ratios": {}}
+# Forward convolutions only differ between our precisions (gradients are fp32).
+# PyTorch's eager fp32 convolutions use TF32 on an H100 by default
+# (torch.backends.cudnn.allow_tf32), so every pair is printed and the
+# closing note compares like with like.
 for batch in (128, 256):
-    ours = load(f"allcnnc-{batch}.json")
     theirs = load(f"pytorch-{batch}.jsonl", lines=True) or []
-    results["bench"][batch] = {"allcnnc": ours, "pytorch": theirs}
-    if not ours:
-        continue
-    print(f"batch {batch}: allcnnc train {ours['train_images_per_s']:.0f} img/s, infer {ours['infer_images_per_s']:.0f} img/s")
-    for t in theirs:
-        ratio_train = ours["train_images_per_s"] / t["train_images_per_s"]
-        ratio_infer = ours["infer_images_per_s"] / t["infer_images_per_s"]
-        results["ratios"][f"{batch}/{t['config']}"] = {"train": ratio_train, "infer": ratio_infer}
-        print(f"  vs pytorch {t['config']:<24} train {t['train_images_per_s']:8.0f} img/s ratio {ratio_train:.2f}x"
-              f"   infer {t['infer_images_per_s']:8.0f} img/s ratio {ratio_infer:.2f}x")
+    results["bench"][batch] = {"pytorch": theirs}
+    for precision in ("fp32", "tf32", "bf16"):
+        ours = load(f"allcnnc-{batch}-{precision}.json")
+        results["bench"][batch][f"allcnnc_{precision}"] = ours
+        if not ours:
+            continue
+        print(f"batch {batch}: allcnnc {precision} train {ours['train_images_per_s']:.0f} img/s"
+              f" ({ours['train_gflops'] / 1000:.1f} TFLOP/s), infer {ours['infer_images_per_s']:.0f} img/s"
+              f" ({ours['infer_gflops'] / 1000:.1f} TFLOP/s)")
+        for t in theirs:
+            ratio_train = ours["train_images_per_s"] / t["train_images_per_s"]
+            ratio_infer = ours["infer_images_per_s"] / t["infer_images_per_s"]
+            results["ratios"][f"{batch}/{precision}/{t['config']}"] = {"train": ratio_train, "infer": ratio_infer}
+            print(f"  vs pytorch {t['config']:<24} train {t['train_images_per_s']:8.0f} img/s ratio {ratio_train:.2f}x"
+                  f"   infer {t['infer_images_per_s']:8.0f} img/s ratio {ratio_infer:.2f}x")
 metrics = []
 try:
     metrics = [json.loads(l) for l in open(os.path.join(out, "tta", "metrics.jsonl")) if l.strip()]

@@ -14,6 +14,7 @@
 //! the same random stream on every device, so they agree exactly.
 
 use allcnnc::back;
+use allcnnc::back::cuda::Precision;
 use allcnnc::diagnostic::Source;
 use runtime::backend::{Batch, Executor, SgdStep, StepStats};
 use runtime::cpu::rng::SplitMix64;
@@ -62,6 +63,17 @@ fn plan_of(text: &str) -> Plan {
 /// The executor of `plan` on `dev`, or `None` (with a message) when the
 /// device is absent here.
 fn executor(dev: Dev, plan: &Plan, seed: u64) -> Option<Box<dyn Executor>> {
+    executor_with(dev, plan, seed, Precision::Fp32)
+}
+
+/// [`executor`] with the forward convolutions in `precision` (the CPU is
+/// fp32 whatever it is asked).
+fn executor_with(
+    dev: Dev,
+    plan: &Plan,
+    seed: u64,
+    precision: Precision,
+) -> Option<Box<dyn Executor>> {
     match dev {
         Dev::Cpu => Some(Box::new(CpuExecutor::new(plan.clone(), seed).expect("cpu"))),
         Dev::Cuda => {
@@ -69,7 +81,7 @@ fn executor(dev: Dev, plan: &Plan, seed: u64) -> Option<Box<dyn Executor>> {
                 println!("skipped: no CUDA driver");
                 return None;
             }
-            let program = back::cuda::generate(plan);
+            let program = back::cuda::generate_with(plan, precision);
             Some(Box::new(
                 CudaExecutor::new(plan.clone(), program, seed).expect("cuda executor"),
             ))
@@ -79,7 +91,7 @@ fn executor(dev: Dev, plan: &Plan, seed: u64) -> Option<Box<dyn Executor>> {
                 println!("skipped: no C++ compiler for the emulator");
                 return None;
             }
-            let program = back::cuda::generate(plan);
+            let program = back::cuda::generate_with(plan, precision);
             Some(Box::new(
                 PlanExecutor::emulated(plan.clone(), program, seed).expect("emulated executor"),
             ))
@@ -240,6 +252,74 @@ fn visualisation_matches_cpu(dev: Dev) {
     }
 }
 test_device!(visualisation_matches_cpu);
+
+/// Tensor-core forward convolutions (`--precision tf32` and `bf16`: inputs
+/// rounded, fp32 accumulation) against the fp32 CPU: every layer's output of
+/// a model whose convolutions span several warps' tiles in both GEMM
+/// dimensions (70 output channels, 180-deep K, partial tiles everywhere),
+/// the class probabilities and a training step's loss, within the inputs'
+/// rounding (TF32 keeps 10 mantissa bits, BF16 7).
+fn tensor_cores_match_cpu(dev: Dev) {
+    if matches!(dev, Dev::Cpu) {
+        println!("skipped: the CPU backend has no tensor cores");
+        return;
+    }
+    let plan = plan_of(
+        "network tensor {
+            input 3x9x9
+            classes 10
+            conv 20 3x3
+            dropout 0.3
+            conv 70 3x3 stride=2 act=leaky(0.1)
+            conv 33 1x1 bias=false
+            conv 10 1x1
+            gap
+            softmax
+        }",
+    );
+    let n = 4;
+    let (images, labels) = batch_of(&plan, n, 77);
+    for (precision, tol) in [(Precision::Tf32, 4e-3f32), (Precision::Bf16, 3e-2)] {
+        let Some(mut exec) = executor_with(dev, &plan, 9, precision) else {
+            return;
+        };
+        let mut reference = CpuExecutor::new(plan.clone(), 9).expect("cpu");
+        for (layer_idx, layer) in plan.layers.iter().enumerate() {
+            let got = exec.forward_to(&images, n, layer_idx).expect("forward_to");
+            let want = reference.forward_to(&images, n, layer_idx).expect("cpu");
+            assert_close(
+                &format!("{}: output of {}", precision.name(), layer.name),
+                &got,
+                &want,
+                tol,
+            );
+        }
+        // Tensor-core results differ from fp32 by more than fp32 round-off.
+        let got = exec.forward_to(&images, n, 2).unwrap();
+        let want = reference.forward_to(&images, n, 2).unwrap();
+        assert!(
+            got.iter().zip(&want).any(|(g, w)| g != w),
+            "{}: bit-identical to fp32, the tensor-core path did not run",
+            precision.name()
+        );
+        let batch = Batch {
+            images: &images,
+            labels: &labels,
+            n,
+        };
+        let got = exec.forward_backward_stats(&batch, 3).expect("step");
+        let want = reference.forward_backward_stats(&batch, 3).expect("cpu");
+        let rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs();
+        assert!(
+            rel < f64::from(tol),
+            "{}: loss {} vs cpu {}",
+            precision.name(),
+            got.loss_sum,
+            want.loss_sum
+        );
+    }
+}
+test_device!(tensor_cores_match_cpu);
 
 /// Statistics pile up on the device across steps (nothing is read back per
 /// step): one `take_stats` after three steps, the first of them with a

@@ -152,3 +152,68 @@ fn every_model_compiles_with_nvrtc() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `--precision tf32` and `bf16`: every forward convolution of All-CNN-C and
+/// Model C runs `conv_forward_mma`, NVRTC compiles the module for sm_90
+/// without spills, and the PTX holds the warp-wide mma instructions (one
+/// shape per precision); the fp32 module has none.
+#[test]
+fn tensor_core_programs_compile_with_nvrtc() {
+    use back::cuda::Precision;
+    if let Err(err) = nvrtc::nvrtc_version() {
+        println!("skipped: {err}");
+        return;
+    }
+    for model in ["all-cnn-c", "model-c"] {
+        let plan = plan_of(&PathBuf::from(format!("models/{model}.net")));
+        let convs = plan
+            .layers
+            .iter()
+            .filter(|l| matches!(l.op, runtime::plan::Op::Conv { .. }))
+            .count();
+        for (precision, instruction) in [
+            (Precision::Fp32, None),
+            (
+                Precision::Tf32,
+                Some("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"),
+            ),
+            (
+                Precision::Bf16,
+                Some("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
+            ),
+        ] {
+            let program = back::cuda::generate_with(&plan, precision);
+            let calls = program.source.matches("allcnnc::conv_forward_mma<").count();
+            let want = if instruction.is_some() { convs } else { 0 };
+            assert_eq!(
+                calls,
+                want,
+                "{model} {}: tensor-core kernels",
+                precision.name()
+            );
+            let compiled = back::cuda::report::compile(&program, "sm_90")
+                .unwrap_or_else(|err| panic!("{model} {}: {err}", precision.name()));
+            for kernel in &compiled.kernels {
+                assert_eq!(
+                    kernel.spill_store_bytes + kernel.spill_load_bytes,
+                    0,
+                    "{model} {}: {} spills",
+                    precision.name(),
+                    kernel.name
+                );
+            }
+            match instruction {
+                Some(mma) => assert!(
+                    compiled.ptx.contains(mma),
+                    "{model} {}: no {mma} in the PTX",
+                    precision.name()
+                ),
+                None => assert!(!compiled.ptx.contains("mma.sync")),
+            }
+            println!(
+                "{}",
+                back::cuda::report::render_verification(&program, "sm_90", &compiled)
+            );
+        }
+    }
+}

@@ -74,6 +74,9 @@ pub enum Command {
         /// GPU architecture for --verify
         #[arg(long, default_value = "sm_90")]
         arch: String,
+        /// Arithmetic of the forward convolutions: fp32 CUDA cores, or tensor cores with TF32 or BF16 inputs (fp32 accumulation)
+        #[arg(long, value_enum, default_value = "fp32")]
+        precision: back::cuda::Precision,
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
     Train(run::TrainArgs),
@@ -118,6 +121,7 @@ pub fn main() -> ExitCode {
             report,
             verify,
             arch,
+            precision,
         } => compile(
             &file,
             &output,
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
                 report,
                 verify,
                 arch,
+                precision,
             },
         ),
         Command::Train(args) => run::train(&args),
@@ -337,6 +342,7 @@ pub struct CompileOptions {
     pub report: bool,
     pub verify: bool,
     pub arch: String,
+    pub precision: back::cuda::Precision,
 }
 
 fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResult {
@@ -352,7 +358,7 @@ fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResult {
     let summary = back::summary::summarize(&graph);
     let plan = back::plan::lower(&graph, Some(&source));
     let fusion = passes::fuse::fuse_plan(&plan);
-    let program = back::cuda::generate(&plan);
+    let program = back::cuda::generate_with(&plan, options.precision);
     let written = [
         write(
             format!("{}.ir.json", graph.name),

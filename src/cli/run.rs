@@ -6,6 +6,7 @@
 
 use super::{load, CliResult, Failure};
 use crate::back;
+use crate::back::cuda::Precision;
 use crate::ir::training::{Init, Preprocess as RecipePreprocess, Schedule as RecipeSchedule};
 use crate::ir::Training;
 use clap::{Args, ValueEnum};
@@ -54,6 +55,9 @@ pub struct TrainArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
+    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
     pub resume: bool,
@@ -72,9 +76,14 @@ pub enum InitArg {
 /// Picks the executor for `device`: `cuda` generates the fused CUDA program
 /// of the plan and loads it (an error without a driver), `auto` takes CUDA
 /// when a driver is present and falls back to the CPU otherwise, saying so.
-pub fn executor(plan: Plan, seed: u64, device: Device) -> Result<Box<dyn Executor>, Failure> {
+pub fn executor(
+    plan: Plan,
+    seed: u64,
+    device: Device,
+    precision: Precision,
+) -> Result<Box<dyn Executor>, Failure> {
     let cuda = |plan: Plan| -> Result<Box<dyn Executor>, String> {
-        let program = back::cuda::generate(&plan);
+        let program = back::cuda::generate_with(&plan, precision);
         let exec = runtime::cuda::CudaExecutor::new(plan, program, seed)
             .map_err(|err| format!("cannot create the CUDA backend: {err}"))?;
         Ok(Box::new(exec))
@@ -254,7 +263,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let run = RunDir {
         dir: args.out.clone(),
     };
-    let mut exec = executor(plan.clone(), args.seed, args.device)?;
+    let mut exec = executor(plan.clone(), args.seed, args.device, args.precision)?;
     eprintln!(
         "model {}: {} parameters on {}",
         plan.name,
@@ -377,6 +386,9 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
+    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     #[arg(long)]
@@ -388,19 +400,21 @@ pub fn load_trained(
     file: &Path,
     weights: &Path,
     device: Device,
+    precision: Precision,
 ) -> Result<(Plan, Box<dyn Executor>, Checkpoint), Failure> {
     let (source, graph) = load(file)?;
     let plan = back::plan::lower(&graph, Some(&source));
     let checkpoint =
         Checkpoint::load(&plan, weights).map_err(|err| Failure::Message(err.to_string()))?;
-    let mut exec = executor(plan.clone(), 0, device)?;
+    let mut exec = executor(plan.clone(), 0, device, precision)?;
     exec.write_params(&checkpoint.params)
         .map_err(|e| e.to_string())?;
     Ok((plan, exec, checkpoint))
 }
 
 pub fn eval(args: &EvalArgs) -> CliResult {
-    let (plan, mut exec, checkpoint) = load_trained(&args.file, &args.weights, args.device)?;
+    let (plan, mut exec, checkpoint) =
+        load_trained(&args.file, &args.weights, args.device, args.precision)?;
     let mut test = load_split(&args.data, Split::Test, args.limit)?;
     check_fit(&plan, &test, &args.data)?;
     if let Some(preprocess) = &checkpoint.preprocess {
@@ -454,7 +468,8 @@ pub struct PredictArgs {
 }
 
 pub fn predict(args: &PredictArgs) -> CliResult {
-    let (plan, mut exec, checkpoint) = load_trained(&args.file, &args.weights, args.device)?;
+    let (plan, mut exec, checkpoint) =
+        load_trained(&args.file, &args.weights, args.device, Precision::Fp32)?;
     let mut results = Vec::new();
     for path in &args.images {
         let (shape, mut image) = data::folder::load_image(path).map_err(|e| e.to_string())?;
@@ -517,6 +532,9 @@ pub struct BenchArgs {
     pub batch: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
+    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
     /// Timed training steps (after 2 warm-up steps)
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -528,7 +546,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     let (source, graph) = load(&args.file)?;
     let plan = back::plan::lower(&graph, Some(&source));
     let macs = plan.forward_macs() as f64;
-    let mut exec = executor(plan.clone(), 0, args.device)?;
+    let mut exec = executor(plan.clone(), 0, args.device, args.precision)?;
     let n = args.batch.max(1);
     // Deterministic pseudo-random inputs: speed does not depend on values.
     let images: Vec<f32> = (0..n * plan.input.len())
@@ -581,7 +599,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         println!(
             "{}",
             serde_json::json!({
-                "model": plan.name, "device": device, "batch": n, "steps": steps,
+                "model": plan.name, "device": device, "precision": args.precision.name(), "batch": n, "steps": steps,
                 "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
                 "train_gflops": train_gflops, "infer_gflops": infer_gflops,
                 "forward_macs_per_image": macs,

@@ -125,7 +125,12 @@ impl Model {
         let (_, graph) = load(&args.file)?;
         let fields = receptive_fields(&graph)
             .ok_or_else(|| "internal: the stats pass did not run".to_string())?;
-        let (plan, exec, checkpoint) = load_trained(&args.file, &args.weights, args.device)?;
+        let (plan, exec, checkpoint) = load_trained(
+            &args.file,
+            &args.weights,
+            args.device,
+            crate::back::cuda::Precision::Fp32,
+        )?;
         let names = || {
             plan.layers
                 .iter()

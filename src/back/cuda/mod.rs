@@ -117,10 +117,39 @@ pub struct Module {
     pub kernels: Vec<KernelDef>,
 }
 
-/// Generates the CUDA program of a plan.
+/// Arithmetic of the forward convolutions (inference and the training
+/// forward pass). Gradients are fp32 in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// fp32 FMA on the CUDA cores.
+    #[default]
+    Fp32,
+    /// Tensor cores, inputs rounded to TF32 (10-bit mantissa), fp32 accumulation.
+    Tf32,
+    /// Tensor cores, inputs rounded to BF16 (7-bit mantissa), fp32 accumulation.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Generates the fp32 CUDA program of a plan.
 pub fn generate(plan: &Plan) -> Program {
+    generate_with(plan, Precision::Fp32)
+}
+
+/// Generates the CUDA program of a plan with the forward convolutions in
+/// `precision`.
+pub fn generate_with(plan: &Plan, precision: Precision) -> Program {
     let fusion = fuse_plan(plan);
-    let (module, mut device_plan) = lower(plan, &fusion);
+    let (module, mut device_plan) = lower(plan, &fusion, precision);
     let source = writer::render(&module);
     device_plan.source_sha256 = sha256_hex(source.as_bytes());
     Program {
@@ -130,8 +159,8 @@ pub fn generate(plan: &Plan) -> Program {
 }
 
 /// Generates the module and the device plan (without the source hash).
-pub fn lower(plan: &Plan, fusion: &Fusion) -> (Module, DevicePlan) {
-    let mut gen = Gen::new(plan);
+pub fn lower(plan: &Plan, fusion: &Fusion, precision: Precision) -> (Module, DevicePlan) {
+    let mut gen = Gen::new(plan, precision);
     gen.run(fusion);
     gen.finish(fusion)
 }
@@ -248,6 +277,7 @@ fn shared_bytes(tm: u64, tn: u64) -> u32 {
 
 struct Gen<'a> {
     plan: &'a Plan,
+    precision: Precision,
     namer: Namer,
     items: Vec<Item>,
     kernels: Vec<KernelDef>,
@@ -273,7 +303,7 @@ struct Gen<'a> {
 }
 
 impl<'a> Gen<'a> {
-    fn new(plan: &'a Plan) -> Self {
+    fn new(plan: &'a Plan, precision: Precision) -> Self {
         let specs = plan.params();
         let mut slots: Vec<ParamSlot> = specs
             .iter()
@@ -301,6 +331,7 @@ impl<'a> Gen<'a> {
         let layers = plan.layers.len();
         Self {
             plan,
+            precision,
             namer: Namer::default(),
             items: Vec::new(),
             kernels: Vec::new(),
@@ -777,17 +808,35 @@ impl<'a> Gen<'a> {
                     if bias { "bias + " } else { "" },
                     act_text(act)
                 ),
-                format!(
-                    "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {tm}x{tn} outputs per thread",
-                    16 * tm,
-                    16 * tn
-                ),
+                match self.precision {
+                    Precision::Fp32 => format!(
+                        "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {tm}x{tn} outputs per thread",
+                        16 * tm,
+                        16 * tn
+                    ),
+                    p => format!(
+                        "implicit GEMM on tensor cores (mma.sync {}, fp32 accumulation), {}x{}x{TILE_K} shared-memory tiles, 8 warps of {}x{}",
+                        if p == Precision::Tf32 { "m16n8k8 tf32" } else { "m16n8k16 bf16" },
+                        16 * tm,
+                        16 * tn,
+                        4 * tm,
+                        8 * tn
+                    ),
+                },
             ],
-            body: format!(
-                "allcnnc::conv_forward<{geometry}>(x, w, {}, y, {}, n, {dropout_call});",
-                if bias { "b" } else { "nullptr" },
-                if keep_pre { "pre" } else { "nullptr" }
-            ),
+            body: match self.precision {
+                Precision::Fp32 => format!(
+                    "allcnnc::conv_forward<{geometry}>(x, w, {}, y, {}, n, {dropout_call});",
+                    if bias { "b" } else { "nullptr" },
+                    if keep_pre { "pre" } else { "nullptr" }
+                ),
+                p => format!(
+                    "allcnnc::conv_forward_mma<{geometry}, allcnnc::PREC_{}>(x, w, {}, y, {}, n, {dropout_call});",
+                    p.name().to_uppercase(),
+                    if bias { "b" } else { "nullptr" },
+                    if keep_pre { "pre" } else { "nullptr" }
+                ),
+            },
             params,
             min_blocks: 2,
         });
@@ -1520,7 +1569,13 @@ impl<'a> Gen<'a> {
                 self.kernels.len(),
                 self.n_params
             ),
-            "fp32 throughout; activations N x H x W x C, weights HWIO; the batch size n is the only run-time size".into(),
+            match self.precision {
+                Precision::Fp32 => "fp32 throughout".to_string(),
+                p => format!(
+                    "forward convolutions on tensor cores ({} inputs, fp32 accumulation), everything else fp32",
+                    p.name()
+                ),
+            } + "; activations N x H x W x C, weights HWIO; the batch size n is the only run-time size",
         ];
         let device_plan = DevicePlan {
             model: plan.name.clone(),

@@ -213,6 +213,206 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     }
 }
 
+// Tensor cores: warp-wide mma.sync through inline PTX (no header needed,
+// so NVRTC compiles it with only the CUDA headers). Fragment layouts are the
+// PTX ISA's (9.7.14.5.x): with g = lane / 4 and t = lane % 4, a thread holds
+// A (16 x K, row-major) elements at rows g, g + 8; B (K x 8, column-major)
+// at column g; C/D (16 x 8) at rows g, g + 8 and columns 2t, 2t + 1. A host
+// build (the emulator) gets the same functions from its shim.
+constexpr int PREC_TF32 = 1;
+constexpr int PREC_BF16 = 2;
+
+#if defined(__CUDA_ARCH__)
+// fp32 -> tf32 (round to nearest, ties away), in a 32-bit register.
+__device__ __forceinline__ unsigned to_tf32(float v) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+// Two fp32 -> bf16 (round to nearest even) packed: `lo` in bits 0-15.
+__device__ __forceinline__ unsigned to_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// d = a (16x8 tf32) * b (8x8 tf32) + d, fp32 accumulation.
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4],
+                                         const unsigned (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// d = a (16x16 bf16) * b (16x8 bf16) + d, fp32 accumulation.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4],
+                                         const unsigned (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+inline unsigned to_tf32(float v) { return allcnnc_emu_to_tf32(v); }
+inline unsigned to_bf16x2(float lo, float hi) { return allcnnc_emu_to_bf16x2(lo, hi); }
+inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    allcnnc_emu_mma_tf32(d, a, b);
+}
+inline void mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    allcnnc_emu_mma_bf16(d, a, b);
+}
+#endif
+
+// Convolution forward as an implicit GEMM on tensor cores (PREC_TF32 or
+// PREC_BF16 inputs, fp32 accumulation): the same tiles, gather, fused input
+// dropout and epilogue as conv_forward, but the shared tiles are row-major
+// (As[m][k], Bs[k][n], padded so fragment loads hit distinct banks) and the
+// 8 warps of the block each own a (BM / 4) x (BN / 2) sub-tile, FM x FN
+// mma tiles of 16 x 8. No thread leaves early: mma.sync needs the whole warp.
+template <class G, int PREC>
+__device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
+                                                 const float* __restrict__ w,
+                                                 const float* __restrict__ bias,
+                                                 float* __restrict__ y, float* __restrict__ pre,
+                                                 int n, u64 drop_key, int training) {
+    constexpr int BM = 16 * G::TM, BN = 16 * G::TN;
+    constexpr int FM = BM / 16 / 4, FN = BN / 8 / 2;
+    static_assert(FM >= 1 && FN >= 1 && BK % 16 == 0, "tile too small for 4 x 2 warps");
+    constexpr int K = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    constexpr int APAD = BK + 4, BPAD = BN + 8;
+    __shared__ float As[BM][APAD];
+    __shared__ float Bs[BK][BPAD];
+    const int rows = n * OUT_PIXELS;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int wm = (warp % 4) * (BM / 4), wn = (warp / 4) * (BN / 2);
+    const bool drop = G::DROPOUT && training;
+    float acc[FM][FN][4];
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                acc[i][j][r] = 0.0f;
+            }
+        }
+    }
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int kk = e % BK, mm = e / BK;
+            const int m = m0 + mm, k = k0 + kk;
+            float v = 0.0f;
+            if (m < rows && k < K) {
+                const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
+                const int ci = k % G::IC, tap = k / G::IC;
+                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
+                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
+                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
+                    const int j = (ih * G::IW + iw) * G::IC + ci;
+                    v = x[(size_t)image * IN_LEN + j];
+                    if (drop) {
+                        v = dropout_value<G>(v, drop_key, image, j);
+                    }
+                }
+            }
+            As[mm][kk] = v;
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int nn = e % BN, kk = e / BN;
+            const int k = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+        }
+        __syncthreads();
+        if constexpr (PREC == PREC_TF32) {
+#pragma unroll
+            for (int kk = 0; kk < BK; kk += 8) {
+                unsigned a[FM][4], b[FN][2];
+#pragma unroll
+                for (int i = 0; i < FM; ++i) {
+                    const int r = wm + 16 * i + g;
+                    a[i][0] = to_tf32(As[r][kk + t]);
+                    a[i][1] = to_tf32(As[r + 8][kk + t]);
+                    a[i][2] = to_tf32(As[r][kk + t + 4]);
+                    a[i][3] = to_tf32(As[r + 8][kk + t + 4]);
+                }
+#pragma unroll
+                for (int j = 0; j < FN; ++j) {
+                    const int c = wn + 8 * j + g;
+                    b[j][0] = to_tf32(Bs[kk + t][c]);
+                    b[j][1] = to_tf32(Bs[kk + t + 4][c]);
+                }
+#pragma unroll
+                for (int i = 0; i < FM; ++i) {
+#pragma unroll
+                    for (int j = 0; j < FN; ++j) {
+                        mma_tf32(acc[i][j], a[i], b[j]);
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < BK; kk += 16) {
+                unsigned a[FM][4], b[FN][2];
+#pragma unroll
+                for (int i = 0; i < FM; ++i) {
+                    const int r = wm + 16 * i + g;
+                    const int c = kk + 2 * t;
+                    a[i][0] = to_bf16x2(As[r][c], As[r][c + 1]);
+                    a[i][1] = to_bf16x2(As[r + 8][c], As[r + 8][c + 1]);
+                    a[i][2] = to_bf16x2(As[r][c + 8], As[r][c + 9]);
+                    a[i][3] = to_bf16x2(As[r + 8][c + 8], As[r + 8][c + 9]);
+                }
+#pragma unroll
+                for (int j = 0; j < FN; ++j) {
+                    const int c = wn + 8 * j + g;
+                    const int r = kk + 2 * t;
+                    b[j][0] = to_bf16x2(Bs[r][c], Bs[r + 1][c]);
+                    b[j][1] = to_bf16x2(Bs[r + 8][c], Bs[r + 9][c]);
+                }
+#pragma unroll
+                for (int i = 0; i < FM; ++i) {
+#pragma unroll
+                    for (int j = 0; j < FN; ++j) {
+                        mma_bf16(acc[i][j], a[i], b[j]);
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int m = m0 + wm + 16 * i + g + 8 * (r / 2);
+                const int co = n0 + wn + 8 * j + 2 * t + r % 2;
+                if (m >= rows || co >= G::OC) {
+                    continue;
+                }
+                float v = acc[i][j][r];
+                if constexpr (G::BIAS) {
+                    v += bias[co];
+                }
+                const size_t at = (size_t)m * G::OC + co;
+                if constexpr (G::KEEP_PRE) {
+                    pre[at] = v;
+                }
+                y[at] = activate<G::ACT>(v, G::SLOPE);
+            }
+        }
+    }
+}
+
 // Gradient with respect to the input as an implicit GEMM: rows are input
 // pixels (image, ih, iw), columns input channels, K runs over
 // (kh, kw, c_out). The gradient at the output is loaded through the
