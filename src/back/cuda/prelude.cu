@@ -130,6 +130,51 @@ __device__ __forceinline__ void tile_step(const float (*As)[BM + 1], const float
     }
 }
 
+// The implicit-GEMM operands of the forward convolution: A(m, k) is input
+// value (kh, kw, c_in) = k of output pixel m, zero outside the image or the
+// GEMM, with the fused input dropout applied; B(k, co) is the HWIO weight.
+template <class G>
+__device__ __forceinline__ float conv_input_at(const float* __restrict__ x, int m, int k, int rows,
+                                               bool drop, u64 drop_key) {
+    constexpr int K = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    if (m >= rows || k >= K) {
+        return 0.0f;
+    }
+    const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
+    const int ci = k % G::IC, tap = k / G::IC;
+    const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
+    const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
+    if (ih < 0 || ih >= G::IH || iw < 0 || iw >= G::IW) {
+        return 0.0f;
+    }
+    const int j = (ih * G::IW + iw) * G::IC + ci;
+    const float v = x[(size_t)image * IN_LEN + j];
+    return drop ? dropout_value<G>(v, drop_key, image, j) : v;
+}
+
+template <class G>
+__device__ __forceinline__ float conv_weight_at(const float* __restrict__ w, int k, int co) {
+    constexpr int K = G::KH * G::KW * G::IC;
+    return (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+}
+
+// The forward epilogue of output (m, co): bias, the pre-activation where the
+// backward pass needs it, the activation.
+template <class G>
+__device__ __forceinline__ void conv_store(float v, int m, int co, const float* __restrict__ bias,
+                                           float* __restrict__ y, float* __restrict__ pre) {
+    if constexpr (G::BIAS) {
+        v += bias[co];
+    }
+    const size_t at = (size_t)m * G::OC + co;
+    if constexpr (G::KEEP_PRE) {
+        pre[at] = v;
+    }
+    y[at] = activate<G::ACT>(v, G::SLOPE);
+}
+
 // Convolution forward as an implicit GEMM: rows are output pixels
 // (image, oh, ow), columns output channels, K runs over (kh, kw, c_in).
 // The input is gathered into shared memory tile by tile (zero padding and
@@ -144,7 +189,6 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     constexpr int TM = G::TM, TN = G::TN, BM = 16 * TM, BN = 16 * TN;
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    constexpr int IN_LEN = G::IH * G::IW * G::IC;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
     const int rows = n * OUT_PIXELS;
@@ -162,27 +206,11 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     for (int k0 = 0; k0 < K; k0 += BK) {
         for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
             const int kk = e % BK, mm = e / BK;
-            const int m = m0 + mm, k = k0 + kk;
-            float v = 0.0f;
-            if (m < rows && k < K) {
-                const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
-                const int ci = k % G::IC, tap = k / G::IC;
-                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
-                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
-                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
-                    const int j = (ih * G::IW + iw) * G::IC + ci;
-                    v = x[(size_t)image * IN_LEN + j];
-                    if (drop) {
-                        v = dropout_value<G>(v, drop_key, image, j);
-                    }
-                }
-            }
-            As[kk][mm] = v;
+            As[kk][mm] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
         }
         for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
             const int nn = e % BN, kk = e / BN;
-            const int k = k0 + kk, co = n0 + nn;
-            Bs[kk][nn] = (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+            Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
         }
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
@@ -200,15 +228,7 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
             if (co >= G::OC) {
                 continue;
             }
-            float v = acc[i][j];
-            if constexpr (G::BIAS) {
-                v += bias[co];
-            }
-            const size_t at = (size_t)m * G::OC + co;
-            if constexpr (G::KEEP_PRE) {
-                pre[at] = v;
-            }
-            y[at] = activate<G::ACT>(v, G::SLOPE);
+            conv_store<G>(acc[i][j], m, co, bias, y, pre);
         }
     }
 }
@@ -284,7 +304,6 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     static_assert(FM >= 1 && FN >= 1 && BK % 16 == 0, "tile too small for 4 x 2 warps");
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    constexpr int IN_LEN = G::IH * G::IW * G::IC;
     constexpr int APAD = BK + 4, BPAD = BN + 8;
     __shared__ float As[BM][APAD];
     __shared__ float Bs[BK][BPAD];
@@ -308,27 +327,11 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     for (int k0 = 0; k0 < K; k0 += BK) {
         for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
             const int kk = e % BK, mm = e / BK;
-            const int m = m0 + mm, k = k0 + kk;
-            float v = 0.0f;
-            if (m < rows && k < K) {
-                const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
-                const int ci = k % G::IC, tap = k / G::IC;
-                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
-                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
-                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
-                    const int j = (ih * G::IW + iw) * G::IC + ci;
-                    v = x[(size_t)image * IN_LEN + j];
-                    if (drop) {
-                        v = dropout_value<G>(v, drop_key, image, j);
-                    }
-                }
-            }
-            As[mm][kk] = v;
+            As[mm][kk] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
         }
         for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
             const int nn = e % BN, kk = e / BN;
-            const int k = k0 + kk, co = n0 + nn;
-            Bs[kk][nn] = (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+            Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
         }
         __syncthreads();
         if constexpr (PREC == PREC_TF32) {
@@ -399,15 +402,7 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
                 if (m >= rows || co >= G::OC) {
                     continue;
                 }
-                float v = acc[i][j][r];
-                if constexpr (G::BIAS) {
-                    v += bias[co];
-                }
-                const size_t at = (size_t)m * G::OC + co;
-                if constexpr (G::KEEP_PRE) {
-                    pre[at] = v;
-                }
-                y[at] = activate<G::ACT>(v, G::SLOPE);
+                conv_store<G>(acc[i][j][r], m, co, bias, y, pre);
             }
         }
     }
@@ -514,7 +509,6 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     constexpr int TM = G::WTM, TN = G::WTN, BM = 16 * TM, BN = 16 * TN;
     constexpr int ROWS = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    constexpr int IN_LEN = G::IH * G::IW * G::IC;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
     const int K = n * OUT_PIXELS;
@@ -539,22 +533,8 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
             const int mm = e % BM, kk = e / BM;
-            const int m = m0 + mm, k = k0 + kk;
-            float v = 0.0f;
-            if (m < ROWS && k < k_end) {
-                const int image = k / OUT_PIXELS, pixel = k % OUT_PIXELS;
-                const int ci = m % G::IC, tap = m / G::IC;
-                const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
-                const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
-                if (ih >= 0 && ih < G::IH && iw >= 0 && iw < G::IW) {
-                    const int j = (ih * G::IW + iw) * G::IC + ci;
-                    v = x[(size_t)image * IN_LEN + j];
-                    if (drop) {
-                        v = dropout_value<G>(v, drop_key, image, j);
-                    }
-                }
-            }
-            As[kk][mm] = v;
+            // The forward GEMM's A transposed: this GEMM's row m is its k.
+            As[kk][mm] = conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key);
         }
         for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
             const int nn = e % BN, kk = e / BN;
