@@ -79,6 +79,8 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
         max_loss,
         &loss,
         labels,
+        // Losses fall: the upper right stays free.
+        SeriesLabelPosition::UpperRight,
     )?;
     panel(
         &right,
@@ -89,6 +91,8 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
         100.0,
         &accuracy,
         labels,
+        // Accuracies rise: the lower right stays free.
+        SeriesLabelPosition::LowerRight,
     )?;
     root.present().map_err(|e| e.to_string())
 }
@@ -110,6 +114,7 @@ fn panel(
     top: f64,
     series: &[Series],
     labels: bool,
+    legend: SeriesLabelPosition,
 ) -> Result<(), String> {
     let mut builder = ChartBuilder::on(area);
     builder.margin(15);
@@ -155,6 +160,7 @@ fn panel(
     if labels {
         chart
             .configure_series_labels()
+            .position(legend)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
