@@ -66,7 +66,7 @@ fn executor(dev: Dev, plan: &Plan, seed: u64) -> Option<Box<dyn Executor>> {
     executor_with(dev, plan, seed, Precision::Fp32)
 }
 
-/// [`executor`] with the forward convolutions in `precision` (the CPU is
+/// [`executor`] with the convolution GEMMs in `precision` (the CPU is
 /// fp32 whatever it is asked).
 fn executor_with(
     dev: Dev,
@@ -253,12 +253,13 @@ fn visualisation_matches_cpu(dev: Dev) {
 }
 test_device!(visualisation_matches_cpu);
 
-/// Tensor-core forward convolutions (`--precision tf32` and `bf16`: inputs
-/// rounded, fp32 accumulation) against the fp32 CPU: every layer's output of
-/// a model whose convolutions span several warps' tiles in both GEMM
-/// dimensions (70 output channels, 180-deep K, partial tiles everywhere),
-/// the class probabilities and a training step's loss, within the inputs'
-/// rounding (TF32 keeps 10 mantissa bits, BF16 7).
+/// Tensor-core convolutions (`--precision tf32` and `bf16`: inputs rounded,
+/// fp32 accumulation) against the fp32 CPU: every layer's output of a model
+/// whose convolutions span several warps' tiles in both GEMM dimensions (70
+/// output channels, 180-deep K, partial tiles everywhere), the class
+/// probabilities, a training step's loss and every parameter gradient
+/// (gradient of the input and of the weights, with dropout and a leaky
+/// ReLU), within the inputs' rounding (TF32 keeps 10 mantissa bits, BF16 7).
 fn tensor_cores_match_cpu(dev: Dev) {
     if matches!(dev, Dev::Cpu) {
         println!("skipped: the CPU backend has no tensor cores");
@@ -317,6 +318,31 @@ fn tensor_cores_match_cpu(dev: Dev) {
             got.loss_sum,
             want.loss_sum
         );
+        for ((spec, g), w) in plan
+            .params()
+            .iter()
+            .zip(exec.read_grads().unwrap())
+            .zip(reference.read_grads().unwrap())
+        {
+            // Weight gradients sum many terms of both signs, and a
+            // pre-activation near zero may take the other side of the leaky
+            // ReLU after rounding, so single entries can be off by more
+            // than the rounding; the error over the tensor cannot (an
+            // indexing or layout error makes it of order 1).
+            let rms = |v: &mut dyn Iterator<Item = f32>| {
+                let (sum, count) =
+                    v.fold((0.0f64, 0usize), |(s, c), x| (s + f64::from(x * x), c + 1));
+                (sum / count.max(1) as f64).sqrt()
+            };
+            let error = rms(&mut g.iter().zip(&w).map(|(a, b)| a - b));
+            let size = rms(&mut w.iter().copied());
+            assert!(
+                error <= 5.0 * f64::from(tol) * size,
+                "{}: gradient of {}: rms error {error} vs rms {size}",
+                precision.name(),
+                spec.name
+            );
+        }
     }
 }
 test_device!(tensor_cores_match_cpu);

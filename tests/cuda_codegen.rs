@@ -153,10 +153,11 @@ fn every_model_compiles_with_nvrtc() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// `--precision tf32` and `bf16`: every forward convolution of All-CNN-C and
-/// Model C runs `conv_forward_mma`, NVRTC compiles the module for sm_90
-/// without spills, and the PTX holds the warp-wide mma instructions (one
-/// shape per precision); the fp32 module has none.
+/// `--precision tf32` and `bf16`: every convolution GEMM of All-CNN-C and
+/// Model C (forward, gradient of the input, gradient of the weights) runs
+/// its `_mma` template, NVRTC compiles the module for sm_90 without spills,
+/// and the PTX holds the warp-wide mma instructions (one shape per
+/// precision); the fp32 module has none.
 #[test]
 fn tensor_core_programs_compile_with_nvrtc() {
     use back::cuda::Precision;
@@ -166,11 +167,25 @@ fn tensor_core_programs_compile_with_nvrtc() {
     }
     for model in ["all-cnn-c", "model-c"] {
         let plan = plan_of(&PathBuf::from(format!("models/{model}.net")));
+        let fp32 = back::cuda::generate(&plan).source;
+        let gemms: usize = [
+            "allcnnc::conv_forward<",
+            "allcnnc::conv_backward_data<",
+            "allcnnc::conv_backward_weights<",
+        ]
+        .iter()
+        .map(|call| fp32.matches(call).count())
+        .sum();
         let convs = plan
             .layers
             .iter()
             .filter(|l| matches!(l.op, runtime::plan::Op::Conv { .. }))
             .count();
+        // Forward, gradient of the weights and (but for the first) of the input.
+        assert!(
+            gemms >= 3 * convs - 1,
+            "{model}: {gemms} GEMM kernels for {convs} convs"
+        );
         for (precision, instruction) in [
             (Precision::Fp32, None),
             (
@@ -183,8 +198,8 @@ fn tensor_core_programs_compile_with_nvrtc() {
             ),
         ] {
             let program = back::cuda::generate_with(&plan, precision);
-            let calls = program.source.matches("allcnnc::conv_forward_mma<").count();
-            let want = if instruction.is_some() { convs } else { 0 };
+            let calls = program.source.matches("_mma<").count();
+            let want = if instruction.is_some() { gemms } else { 0 };
             assert_eq!(
                 calls,
                 want,

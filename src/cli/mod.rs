@@ -74,7 +74,7 @@ pub enum Command {
         /// GPU architecture for --verify
         #[arg(long, default_value = "sm_90")]
         arch: String,
-        /// Arithmetic of the forward convolutions: fp32 CUDA cores, or tensor cores with TF32 or BF16 inputs (fp32 accumulation)
+        /// Arithmetic of the convolutions (forward and gradients): fp32 CUDA cores, or tensor cores with TF32 or BF16 inputs (fp32 accumulation)
         #[arg(long, value_enum, default_value = "fp32")]
         precision: back::cuda::Precision,
     },

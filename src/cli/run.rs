@@ -55,7 +55,7 @@ pub struct TrainArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     /// Continue the run in --out from its checkpoint
@@ -386,7 +386,7 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     #[arg(long, default_value_t = 256)]
@@ -532,7 +532,7 @@ pub struct BenchArgs {
     pub batch: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// Forward convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     /// Timed training steps (after 2 warm-up steps)

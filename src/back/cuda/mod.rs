@@ -117,8 +117,9 @@ pub struct Module {
     pub kernels: Vec<KernelDef>,
 }
 
-/// Arithmetic of the forward convolutions (inference and the training
-/// forward pass). Gradients are fp32 in every mode.
+/// Arithmetic of the convolution GEMMs (forward, gradient of the input,
+/// gradient of the weights). Everything else (bias, activations, pools,
+/// the head, the SGD update) is fp32 in every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Precision {
     /// fp32 FMA on the CUDA cores.
@@ -145,7 +146,7 @@ pub fn generate(plan: &Plan) -> Program {
     generate_with(plan, Precision::Fp32)
 }
 
-/// Generates the CUDA program of a plan with the forward convolutions in
+/// Generates the CUDA program of a plan with the convolution GEMMs in
 /// `precision`.
 pub fn generate_with(plan: &Plan, precision: Precision) -> Program {
     let fusion = fuse_plan(plan);
@@ -634,6 +635,36 @@ impl<'a> Gen<'a> {
         self.update();
     }
 
+    /// The comment line describing a GEMM kernel of `16 tm x 16 tn` tiles.
+    fn gemm_text(&self, tm: u64, tn: u64) -> String {
+        match self.precision {
+            Precision::Fp32 => format!(
+                "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {tm}x{tn} outputs per thread",
+                16 * tm,
+                16 * tn
+            ),
+            p => format!(
+                "implicit GEMM on tensor cores (mma.sync {}, fp32 accumulation), {}x{}x{TILE_K} shared-memory tiles, 8 warps of {}x{}",
+                if p == Precision::Tf32 { "m16n8k8 tf32" } else { "m16n8k16 bf16" },
+                16 * tm,
+                16 * tn,
+                4 * tm,
+                8 * tn
+            ),
+        }
+    }
+
+    /// The call of prelude GEMM template `name` (fp32) or `name_mma`.
+    fn gemm_call(&self, name: &str, geometry: &str, args: &str) -> String {
+        match self.precision {
+            Precision::Fp32 => format!("allcnnc::{name}<{geometry}>({args});"),
+            p => format!(
+                "allcnnc::{name}_mma<{geometry}, allcnnc::PREC_{}>({args});",
+                p.name().to_uppercase()
+            ),
+        }
+    }
+
     /// The forward, backward and visualisation kernels of a conv group;
     /// returns its training backward launches.
     fn conv(
@@ -808,35 +839,17 @@ impl<'a> Gen<'a> {
                     if bias { "bias + " } else { "" },
                     act_text(act)
                 ),
-                match self.precision {
-                    Precision::Fp32 => format!(
-                        "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {tm}x{tn} outputs per thread",
-                        16 * tm,
-                        16 * tn
-                    ),
-                    p => format!(
-                        "implicit GEMM on tensor cores (mma.sync {}, fp32 accumulation), {}x{}x{TILE_K} shared-memory tiles, 8 warps of {}x{}",
-                        if p == Precision::Tf32 { "m16n8k8 tf32" } else { "m16n8k16 bf16" },
-                        16 * tm,
-                        16 * tn,
-                        4 * tm,
-                        8 * tn
-                    ),
-                },
+                self.gemm_text(tm, tn),
             ],
-            body: match self.precision {
-                Precision::Fp32 => format!(
-                    "allcnnc::conv_forward<{geometry}>(x, w, {}, y, {}, n, {dropout_call});",
+            body: self.gemm_call(
+                "conv_forward",
+                &geometry,
+                &format!(
+                    "x, w, {}, y, {}, n, {dropout_call}",
                     if bias { "b" } else { "nullptr" },
                     if keep_pre { "pre" } else { "nullptr" }
                 ),
-                p => format!(
-                    "allcnnc::conv_forward_mma<{geometry}, allcnnc::PREC_{}>(x, w, {}, y, {}, n, {dropout_call});",
-                    p.name().to_uppercase(),
-                    if bias { "b" } else { "nullptr" },
-                    if keep_pre { "pre" } else { "nullptr" }
-                ),
-            },
+            ),
             params,
             min_blocks: 2,
         });
@@ -900,14 +913,12 @@ impl<'a> Gen<'a> {
                         ""
                     }
                 ),
-                format!(
-                    "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {btm}x{btn} outputs per thread",
-                    16 * btm,
-                    16 * btn
-                ),
+                self.gemm_text(btm, btn),
             ],
-            body: format!(
-                "allcnnc::conv_backward_data<{geometry}>(dy, f, w, dx, n, {dropout_call}, rule);"
+            body: self.gemm_call(
+                "conv_backward_data",
+                &geometry,
+                &format!("dy, f, w, dx, n, {dropout_call}, rule"),
             ),
             params,
             min_blocks: 2,
@@ -954,14 +965,12 @@ impl<'a> Gen<'a> {
                     if bias { " and the bias" } else { "" },
                     act_text(act)
                 ),
-                format!(
-                    "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {wtm}x{wtn} outputs per thread",
-                    16 * wtm,
-                    16 * wtn
-                ),
+                self.gemm_text(wtm, wtn),
             ],
-            body: format!(
-                "allcnnc::conv_backward_weights<{geometry}>(x, dy, f, partials, n, {dropout_call});"
+            body: self.gemm_call(
+                "conv_backward_weights",
+                &geometry,
+                &format!("x, dy, f, partials, n, {dropout_call}"),
             ),
             params,
             min_blocks: 2,
@@ -1572,7 +1581,7 @@ impl<'a> Gen<'a> {
             match self.precision {
                 Precision::Fp32 => "fp32 throughout".to_string(),
                 p => format!(
-                    "forward convolutions on tensor cores ({} inputs, fp32 accumulation), everything else fp32",
+                    "convolution GEMMs on tensor cores ({} inputs, fp32 accumulation), everything else fp32",
                     p.name()
                 ),
             } + "; activations N x H x W x C, weights HWIO; the batch size n is the only run-time size",

@@ -287,12 +287,107 @@ inline void mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[
 }
 #endif
 
+// A thread's place in a tensor-core block tile of BM x BN: 8 warps in 4 x 2,
+// warp (wm, wn) owning (BM / 64) x (BN / 16) mma tiles of 16 x 8 from row wm
+// and column wn; g = lane / 4, t = lane % 4 (the PTX fragment layouts).
+struct MmaWarp {
+    int wm, wn, g, t;
+};
+
+template <int BM, int BN>
+__device__ __forceinline__ MmaWarp mma_warp() {
+    static_assert(BM >= 64 && BN >= 16 && BK % 16 == 0, "tile too small for 4 x 2 warps");
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    return MmaWarp{(warp % 4) * (BM / 4), (warp / 4) * (BN / 2), lane / 4, lane % 4};
+}
+
+// Calls f(row, column, value) for each accumulator value the thread holds,
+// row and column within the block tile.
+template <int BM, int BN, class F>
+__device__ __forceinline__ void mma_for_each(const float (&acc)[BM / 64][BN / 16][4], MmaWarp w,
+                                             F f) {
+#pragma unroll
+    for (int i = 0; i < BM / 64; ++i) {
+#pragma unroll
+        for (int j = 0; j < BN / 16; ++j) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                f(w.wm + 16 * i + w.g + 8 * (r / 2), w.wn + 8 * j + 2 * w.t + r % 2, acc[i][j][r]);
+            }
+        }
+    }
+}
+
+// One BK-deep step of a tensor-core block tile (see MmaWarp) over row-major
+// shared tiles As[BM][BK + 4] and Bs[BK][BN + 8]; the pads put a fragment
+// load's 32 lanes on distinct banks.
+template <int PREC, int BM, int BN>
+__device__ __forceinline__ void mma_tile_step(const float (*As)[BK + 4], const float (*Bs)[BN + 8],
+                                              float (&acc)[BM / 64][BN / 16][4], MmaWarp w) {
+    constexpr int FM = BM / 64, FN = BN / 16;
+    const int wm = w.wm, wn = w.wn, g = w.g, t = w.t;
+    if constexpr (PREC == PREC_TF32) {
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 8) {
+            unsigned a[FM][4], b[FN][2];
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+                const int r = wm + 16 * i + g;
+                a[i][0] = to_tf32(As[r][kk + t]);
+                a[i][1] = to_tf32(As[r + 8][kk + t]);
+                a[i][2] = to_tf32(As[r][kk + t + 4]);
+                a[i][3] = to_tf32(As[r + 8][kk + t + 4]);
+            }
+#pragma unroll
+            for (int j = 0; j < FN; ++j) {
+                const int c = wn + 8 * j + g;
+                b[j][0] = to_tf32(Bs[kk + t][c]);
+                b[j][1] = to_tf32(Bs[kk + t + 4][c]);
+            }
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+#pragma unroll
+                for (int j = 0; j < FN; ++j) {
+                    mma_tf32(acc[i][j], a[i], b[j]);
+                }
+            }
+        }
+    } else {
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            unsigned a[FM][4], b[FN][2];
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+                const int r = wm + 16 * i + g;
+                const int c = kk + 2 * t;
+                a[i][0] = to_bf16x2(As[r][c], As[r][c + 1]);
+                a[i][1] = to_bf16x2(As[r + 8][c], As[r + 8][c + 1]);
+                a[i][2] = to_bf16x2(As[r][c + 8], As[r][c + 9]);
+                a[i][3] = to_bf16x2(As[r + 8][c + 8], As[r + 8][c + 9]);
+            }
+#pragma unroll
+            for (int j = 0; j < FN; ++j) {
+                const int c = wn + 8 * j + g;
+                const int r = kk + 2 * t;
+                b[j][0] = to_bf16x2(Bs[r][c], Bs[r + 1][c]);
+                b[j][1] = to_bf16x2(Bs[r + 8][c], Bs[r + 9][c]);
+            }
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+#pragma unroll
+                for (int j = 0; j < FN; ++j) {
+                    mma_bf16(acc[i][j], a[i], b[j]);
+                }
+            }
+        }
+    }
+}
+
 // Convolution forward as an implicit GEMM on tensor cores (PREC_TF32 or
 // PREC_BF16 inputs, fp32 accumulation): the same tiles, gather, fused input
 // dropout and epilogue as conv_forward, but the shared tiles are row-major
-// (As[m][k], Bs[k][n], padded so fragment loads hit distinct banks) and the
-// 8 warps of the block each own a (BM / 4) x (BN / 2) sub-tile, FM x FN
-// mma tiles of 16 x 8. No thread leaves early: mma.sync needs the whole warp.
+// (As[m][k], Bs[k][n]) and the 8 warps share the tile as MmaWarp says. No
+// thread leaves early: mma.sync needs the whole warp.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
                                                  const float* __restrict__ w,
@@ -300,30 +395,15 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
                                                  float* __restrict__ y, float* __restrict__ pre,
                                                  int n, u64 drop_key, int training) {
     constexpr int BM = 16 * G::TM, BN = 16 * G::TN;
-    constexpr int FM = BM / 16 / 4, FN = BN / 8 / 2;
-    static_assert(FM >= 1 && FN >= 1 && BK % 16 == 0, "tile too small for 4 x 2 warps");
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    constexpr int APAD = BK + 4, BPAD = BN + 8;
-    __shared__ float As[BM][APAD];
-    __shared__ float Bs[BK][BPAD];
+    __shared__ float As[BM][BK + 4];
+    __shared__ float Bs[BK][BN + 8];
     const int rows = n * OUT_PIXELS;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
-    const int wm = (warp % 4) * (BM / 4), wn = (warp / 4) * (BN / 2);
+    const MmaWarp warp = mma_warp<BM, BN>();
     const bool drop = G::DROPOUT && training;
-    float acc[FM][FN][4];
-#pragma unroll
-    for (int i = 0; i < FM; ++i) {
-#pragma unroll
-        for (int j = 0; j < FN; ++j) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                acc[i][j][r] = 0.0f;
-            }
-        }
-    }
+    float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
         for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
             const int kk = e % BK, mm = e / BK;
@@ -334,78 +414,54 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
             Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
         }
         __syncthreads();
-        if constexpr (PREC == PREC_TF32) {
-#pragma unroll
-            for (int kk = 0; kk < BK; kk += 8) {
-                unsigned a[FM][4], b[FN][2];
-#pragma unroll
-                for (int i = 0; i < FM; ++i) {
-                    const int r = wm + 16 * i + g;
-                    a[i][0] = to_tf32(As[r][kk + t]);
-                    a[i][1] = to_tf32(As[r + 8][kk + t]);
-                    a[i][2] = to_tf32(As[r][kk + t + 4]);
-                    a[i][3] = to_tf32(As[r + 8][kk + t + 4]);
-                }
-#pragma unroll
-                for (int j = 0; j < FN; ++j) {
-                    const int c = wn + 8 * j + g;
-                    b[j][0] = to_tf32(Bs[kk + t][c]);
-                    b[j][1] = to_tf32(Bs[kk + t + 4][c]);
-                }
-#pragma unroll
-                for (int i = 0; i < FM; ++i) {
-#pragma unroll
-                    for (int j = 0; j < FN; ++j) {
-                        mma_tf32(acc[i][j], a[i], b[j]);
-                    }
-                }
-            }
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < BK; kk += 16) {
-                unsigned a[FM][4], b[FN][2];
-#pragma unroll
-                for (int i = 0; i < FM; ++i) {
-                    const int r = wm + 16 * i + g;
-                    const int c = kk + 2 * t;
-                    a[i][0] = to_bf16x2(As[r][c], As[r][c + 1]);
-                    a[i][1] = to_bf16x2(As[r + 8][c], As[r + 8][c + 1]);
-                    a[i][2] = to_bf16x2(As[r][c + 8], As[r][c + 9]);
-                    a[i][3] = to_bf16x2(As[r + 8][c + 8], As[r + 8][c + 9]);
-                }
-#pragma unroll
-                for (int j = 0; j < FN; ++j) {
-                    const int c = wn + 8 * j + g;
-                    const int r = kk + 2 * t;
-                    b[j][0] = to_bf16x2(Bs[r][c], Bs[r + 1][c]);
-                    b[j][1] = to_bf16x2(Bs[r + 8][c], Bs[r + 9][c]);
-                }
-#pragma unroll
-                for (int i = 0; i < FM; ++i) {
-#pragma unroll
-                    for (int j = 0; j < FN; ++j) {
-                        mma_bf16(acc[i][j], a[i], b[j]);
-                    }
-                }
-            }
-        }
+        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < FM; ++i) {
-#pragma unroll
-        for (int j = 0; j < FN; ++j) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const int m = m0 + wm + 16 * i + g + 8 * (r / 2);
-                const int co = n0 + wn + 8 * j + 2 * t + r % 2;
-                if (m >= rows || co >= G::OC) {
-                    continue;
-                }
-                conv_store<G>(acc[i][j][r], m, co, bias, y, pre);
-            }
+    mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
+        if (m0 + row < rows && n0 + col < G::OC) {
+            conv_store<G>(v, m0 + row, n0 + col, bias, y, pre);
         }
+    });
+}
+
+// The implicit-GEMM operands of the gradient with respect to the input:
+// A(m, k) is the output gradient that reaches input pixel m through tap and
+// output channel k = (kh, kw, c_out), masked by the activation with the
+// pass's ReLU rule (zero where no output pixel uses the tap); B(k, ci) is the
+// weight of (kh, kw, ci, c_out).
+template <class G>
+__device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
+                                              const float* __restrict__ f, int m, int k, int rows,
+                                              int rule) {
+    constexpr int K = G::KH * G::KW * G::OC;
+    constexpr int IN_PIXELS = G::IH * G::IW;
+    constexpr int OUT_LEN = G::OH * G::OW * G::OC;
+    if (m >= rows || k >= K) {
+        return 0.0f;
     }
+    const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
+    const int co = k % G::OC, tap = k / G::OC;
+    const int oh_s = pixel / G::IW + G::PT - tap / G::KW;
+    const int ow_s = pixel % G::IW + G::PL - tap % G::KW;
+    if (oh_s < 0 || ow_s < 0 || oh_s % G::SH != 0 || ow_s % G::SW != 0) {
+        return 0.0f;
+    }
+    const int oh = oh_s / G::SH, ow = ow_s / G::SW;
+    if (oh >= G::OH || ow >= G::OW) {
+        return 0.0f;
+    }
+    const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
+    return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+}
+
+template <class G>
+__device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, int k, int ci) {
+    constexpr int K = G::KH * G::KW * G::OC;
+    if (k >= K || ci >= G::IC) {
+        return 0.0f;
+    }
+    const int co = k % G::OC, tap = k / G::OC;
+    return w[((size_t)tap * G::IC + ci) * G::OC + co];
 }
 
 // Gradient with respect to the input as an implicit GEMM: rows are input
@@ -422,7 +478,6 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
     constexpr int TM = G::BTM, TN = G::BTN, BM = 16 * TM, BN = 16 * TN;
     constexpr int K = G::KH * G::KW * G::OC;
     constexpr int IN_PIXELS = G::IH * G::IW;
-    constexpr int OUT_LEN = G::OH * G::OW * G::OC;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
     const int rows = n * IN_PIXELS;
@@ -439,32 +494,11 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
     for (int k0 = 0; k0 < K; k0 += BK) {
         for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
             const int kk = e % BK, mm = e / BK;
-            const int m = m0 + mm, k = k0 + kk;
-            float v = 0.0f;
-            if (m < rows && k < K) {
-                const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
-                const int co = k % G::OC, tap = k / G::OC;
-                const int oh_s = pixel / G::IW + G::PT - tap / G::KW;
-                const int ow_s = pixel % G::IW + G::PL - tap % G::KW;
-                if (oh_s >= 0 && ow_s >= 0 && oh_s % G::SH == 0 && ow_s % G::SW == 0) {
-                    const int oh = oh_s / G::SH, ow = ow_s / G::SW;
-                    if (oh < G::OH && ow < G::OW) {
-                        const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
-                        v = relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
-                    }
-                }
-            }
-            As[kk][mm] = v;
+            As[kk][mm] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
         }
         for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
             const int kk = e % BK, nn = e / BK;
-            const int k = k0 + kk, ci = n0 + nn;
-            float v = 0.0f;
-            if (k < K && ci < G::IC) {
-                const int co = k % G::OC, tap = k / G::OC;
-                v = w[((size_t)tap * G::IC + ci) * G::OC + co];
-            }
-            Bs[kk][nn] = v;
+            Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
         }
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
@@ -492,6 +526,61 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
             dx[(size_t)m * G::IC + ci] = v;
         }
     }
+}
+
+// conv_backward_data on tensor cores (PREC_TF32 or PREC_BF16 inputs, fp32
+// accumulation): the operands of conv_grad_at / conv_weight_t_at in the
+// row-major tiles of mma_tile_step, the dropout mask in the epilogue.
+template <class G, int PREC>
+__device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__ dy,
+                                                       const float* __restrict__ f,
+                                                       const float* __restrict__ w,
+                                                       float* __restrict__ dx, int n, u64 drop_key,
+                                                       int training, int rule) {
+    constexpr int BM = 16 * G::BTM, BN = 16 * G::BTN;
+    constexpr int K = G::KH * G::KW * G::OC;
+    constexpr int IN_PIXELS = G::IH * G::IW;
+    __shared__ float As[BM][BK + 4];
+    __shared__ float Bs[BK][BN + 8];
+    const int rows = n * IN_PIXELS;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const MmaWarp warp = mma_warp<BM, BN>();
+    float acc[BM / 64][BN / 16][4] = {};
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int kk = e % BK, mm = e / BK;
+            As[mm][kk] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int kk = e % BK, nn = e / BK;
+            Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
+        }
+        __syncthreads();
+        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
+        __syncthreads();
+    }
+    const bool drop = G::DROPOUT && training;
+    mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
+        const int m = m0 + row, ci = n0 + col;
+        if (m < rows && ci < G::IC) {
+            if (drop) {
+                v = dropout_value<G>(v, drop_key, m / IN_PIXELS, (m % IN_PIXELS) * G::IC + ci);
+            }
+            dx[(size_t)m * G::IC + ci] = v;
+        }
+    });
+}
+
+// B(k, co) of the weight-gradient GEMM: the output gradient of output pixel
+// row k (of the batch) and channel co through the activation's mask.
+template <class G>
+__device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
+                                            const float* __restrict__ f, int k, int co, int k_end) {
+    if (k >= k_end || co >= G::OC) {
+        return 0.0f;
+    }
+    const size_t at = (size_t)k * G::OC + co;
+    return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
 }
 
 // Gradient with respect to the weights (and the bias) as a split-K implicit
@@ -538,13 +627,7 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
         }
         for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
             const int nn = e % BN, kk = e / BN;
-            const int k = k0 + kk, co = n0 + nn;
-            float v = 0.0f;
-            if (k < k_end && co < G::OC) {
-                const size_t at = (size_t)k * G::OC + co;
-                v = relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
-            }
-            Bs[kk][nn] = v;
+            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end);
         }
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
@@ -583,6 +666,63 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
                 bias_split[co] = bias_acc[j];
             }
         }
+    }
+}
+
+// conv_backward_weights on tensor cores (PREC_TF32 or PREC_BF16 inputs,
+// fp32 accumulation): the same split-K partial sums; the bias column sums
+// are taken in fp32 from the shared dy tile by the first BN threads of the
+// blocks of the first row tile.
+template <class G, int PREC>
+__device__ __forceinline__ void conv_backward_weights_mma(const float* __restrict__ x,
+                                                          const float* __restrict__ dy,
+                                                          const float* __restrict__ f,
+                                                          float* __restrict__ partials, int n,
+                                                          u64 drop_key, int training) {
+    constexpr int BM = 16 * G::WTM, BN = 16 * G::WTN;
+    constexpr int ROWS = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    __shared__ float As[BM][BK + 4];
+    __shared__ float Bs[BK][BN + 8];
+    const int K = n * OUT_PIXELS;
+    const int splits = gridDim.z;
+    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
+    const int k_begin = blockIdx.z * chunk;
+    const int k_end = min(K, k_begin + chunk);
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const MmaWarp warp = mma_warp<BM, BN>();
+    const bool drop = G::DROPOUT && training;
+    const bool bias_thread = G::BIAS && blockIdx.x == 0 && threadIdx.x < BN;
+    float acc[BM / 64][BN / 16][4] = {};
+    float bias_acc = 0.0f;
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
+            const int mm = e % BM, kk = e / BM;
+            As[mm][kk] = conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key);
+        }
+        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
+            const int nn = e % BN, kk = e / BN;
+            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end);
+        }
+        __syncthreads();
+        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
+        if (bias_thread) {
+#pragma unroll
+            for (int kk = 0; kk < BK; ++kk) {
+                bias_acc += Bs[kk][threadIdx.x];
+            }
+        }
+        __syncthreads();
+    }
+    float* split = partials + (size_t)blockIdx.z * ROWS * G::OC;
+    mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
+        if (m0 + row < ROWS && n0 + col < G::OC) {
+            split[(size_t)(m0 + row) * G::OC + n0 + col] = v;
+        }
+    });
+    if (bias_thread && n0 + (int)threadIdx.x < G::OC) {
+        float* bias_split = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
+        bias_split[n0 + threadIdx.x] = bias_acc;
     }
 }
 
