@@ -1,8 +1,14 @@
 """All-CNN-C (Springenberg et al. 2015, Table 2) in PyTorch: the peer for
 `allcnnc bench`. Times training steps (forward, backward, SGD momentum update)
 and inference at a given batch size, fp32, in NCHW and channels-last layouts,
-on the CPU (all cores) or, with --device cuda, on a GPU (eager fp32, eager AMP
-bf16 channels-last, torch.compile). Prints one JSON object per configuration.
+on the CPU (all cores) or, with --device cuda, on a GPU. Prints one JSON
+object per configuration.
+
+Configurations: `nchw` and `channels_last` (PyTorch's defaults: on a GPU,
+cuDNN convolutions use TF32), `fp32_strict` (NCHW with TF32 off: true fp32),
+`amp_bf16_channels_last` (autocast bf16) and `compile` (torch.compile of the
+channels-last model, default precision). cuDNN autotuning is on for all, so
+PyTorch runs its fastest algorithms.
 """
 import argparse
 import json
@@ -98,7 +104,11 @@ def main():
     args = p.parse_args()
     torch.manual_seed(0)
     FORWARD_MACS = count_macs(all_cnn_c(), (3, 32, 32))
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
     for config in args.configs.split(","):
+        strict = config == "fp32_strict"
+        torch.backends.cudnn.allow_tf32 = not strict
         model = all_cnn_c().to(args.device)
         x = torch.randn(args.batch, 3, 32, 32, device=args.device)
         y = torch.randint(0, 10, (args.batch,), device=args.device)
@@ -109,6 +119,7 @@ def main():
         if config == "compile":
             model = torch.compile(model)
         out = bench(config, model, x, y, args.device, args.steps, amp=amp)
+        out["tf32_convolutions"] = args.device == "cuda" and not strict
         out["torch"] = torch.__version__
         out["threads"] = torch.get_num_threads()
         print(json.dumps(out), flush=True)
