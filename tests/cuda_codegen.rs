@@ -232,3 +232,52 @@ fn tensor_core_programs_compile_with_nvrtc() {
         }
     }
 }
+
+/// Every launch of every bundled model, in every precision, at batch sizes
+/// from 1 to 1024, fits the launch limits of sm_90: at most 1024 threads a
+/// block (x, y <= 1024, z <= 64), grid x below 2^31 and y, z at most
+/// 65,535, and at most 48 KiB of shared memory a block (the executor sets
+/// no opt-in attribute for more). The emulator checks none of these, and a
+/// GPU refuses such a launch at run time.
+#[test]
+fn launches_fit_the_limits_of_sm90() {
+    use back::cuda::Precision;
+    let mut failures = Vec::new();
+    for path in models() {
+        let plan = plan_of(&path);
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            let program = back::cuda::generate_with(&plan, precision);
+            for kernel in &program.plan.kernels {
+                let [bx, by, bz] = kernel.block;
+                let shared = kernel.static_shared_bytes + kernel.dynamic_shared_bytes;
+                let mut problems = Vec::new();
+                if bx * by * bz > 1024 || bx > 1024 || by > 1024 || bz > 64 || bx * by * bz == 0 {
+                    problems.push(format!("block {:?}", kernel.block));
+                }
+                if shared > 48 * 1024 {
+                    problems.push(format!("{shared} bytes of shared memory"));
+                }
+                for n in [1u64, 128, 256, 1024] {
+                    let x = kernel
+                        .grid
+                        .x_items
+                        .at(n)
+                        .div_ceil(kernel.grid.x_items_per_block.max(1));
+                    let (_, y, z) = kernel.grid.dims(n);
+                    if x >= 1 << 31 || y == 0 || y > 65_535 || z == 0 || z > 65_535 {
+                        problems.push(format!("grid ({x}, {y}, {z}) at batch {n}"));
+                    }
+                }
+                if !problems.is_empty() {
+                    failures.push(format!(
+                        "{} {precision:?} {}: {}",
+                        path.display(),
+                        kernel.name,
+                        problems.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
