@@ -54,15 +54,10 @@ fn front_end(bytes: &[u8]) -> bool {
 #[path = "../fuzz/src/lib.rs"]
 mod property;
 
-use property::front_end as front_end_unclocked;
+mod common;
+use common::{cases, layer};
 
-/// Cases per test: `PROPTEST_CASES` when set, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
+use property::front_end as front_end_unclocked;
 
 /// An input, shown as (lossy) text when proptest reports a failure.
 #[derive(Clone)]
@@ -361,7 +356,7 @@ fn number_spans(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
 fn generated_model() -> impl Strategy<Value = String> {
     let input = (1usize..4, 8usize..64, 8usize..64);
     let classes = 1usize..20;
-    let layers = prop::collection::vec(layer(), 0..8);
+    let layers = prop::collection::vec(layer(48, 6), 0..8);
     let train = prop::option::of(train());
     // `+` and `*` of small whole numbers keep every constant a valid width;
     // `- 0` and `/ 1` still exercise the other operators.
@@ -428,52 +423,6 @@ fn generated_model() -> impl Strategy<Value = String> {
                 text
             },
         )
-}
-
-fn layer() -> impl Strategy<Value = String> {
-    let kernel = prop_oneof![
-        (1usize..6).prop_map(|k| format!("{k}x{k}")),
-        (1usize..4, 1usize..4).prop_map(|(a, b)| format!("{a}x{b}")),
-        (1usize..4).prop_map(|k| format!("k={k}")),
-    ];
-    let stride = prop_oneof![
-        Just(String::new()),
-        (1usize..4).prop_map(|s| format!(" stride={s}")),
-        (1usize..3, 1usize..3).prop_map(|(a, b)| format!(" stride={a}x{b}")),
-    ];
-    let pad = prop_oneof![
-        Just(String::new()),
-        Just(" pad=same".to_string()),
-        Just(" pad=valid".to_string()),
-        (0usize..3).prop_map(|p| format!(" pad={p}")),
-        (0usize..3, 0usize..3).prop_map(|(a, b)| format!(" pad={a}x{b}")),
-        (0usize..2, 0usize..2, 0usize..2, 0usize..2)
-            .prop_map(|(t, l, b, r)| format!(" pad={t}x{l}x{b}x{r}")),
-    ];
-    let act = prop_oneof![
-        Just(String::new()),
-        Just(" act=relu".to_string()),
-        Just(" act=none".to_string()),
-        (0u32..100).prop_map(|s| format!(" act=leaky({})", s as f64 / 100.0)),
-        Just(" act=leaky slope=0.2".to_string()),
-    ];
-    let round = prop_oneof![
-        Just(String::new()),
-        Just(" round=up".to_string()),
-        Just(" round=down".to_string()),
-    ];
-    prop_oneof![
-        4 => (1usize..48, kernel.clone(), stride.clone(), pad.clone(), act, any::<bool>()).prop_map(
-            |(channels, kernel, stride, pad, act, bias)| {
-                let bias = if bias { "" } else { " bias=false" };
-                format!("conv {channels} {kernel}{stride}{pad}{act}{bias}")
-            }
-        ),
-        2 => (select(&["maxpool", "avgpool"][..]), kernel, stride, pad, round)
-            .prop_map(|(kind, kernel, stride, pad, round)| format!("{kind} {kernel}{stride}{pad}{round}")),
-        1 => (0u32..1000).prop_map(|p| format!("dropout {}", p as f64 / 1000.0)),
-        1 => Just("global_avg_pool".to_string()),
-    ]
 }
 
 fn train() -> impl Strategy<Value = String> {
