@@ -263,10 +263,28 @@ fn compiler() -> String {
     std::env::var(CXX_ENV).unwrap_or_else(|_| "g++".into())
 }
 
+/// The C++ compiler's flags for an emulation library.
+fn compiler_flags() -> Vec<&'static str> {
+    let mut flags = vec!["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w"];
+    // The GPU contracts a * b + c into fused multiply-adds only where the
+    // kernels ask (fmaf); keep the host from doing more.
+    flags.push("-ffp-contract=off");
+    if !compiler().contains("clang") {
+        // GCC binds the `__shared__` statics of template kernels (`As` in
+        // `conv_forward_mma<conv2_geometry, 2>`) as STB_GNU_UNIQUE, which
+        // the dynamic loader unifies across every loaded library: two
+        // models with a layer of the same name would share (and overrun)
+        // one array. Each library keeps its own.
+        flags.push("-fno-gnu-unique");
+    }
+    flags
+}
+
 /// Builds (or finds in the cache) the shared library of a program.
 fn build(program: &Program) -> Result<PathBuf> {
     let unit = translation_unit(program);
-    let key = sha256_hex(format!("{}\n{unit}", compiler()).as_bytes());
+    let flags = compiler_flags();
+    let key = sha256_hex(format!("{} {}\n{unit}", compiler(), flags.join(" ")).as_bytes());
     let dir = cache_dir().join("emulator");
     let library = dir.join(format!("{}-{}.so", program.plan.model, &key[..16]));
     if library.is_file() {
@@ -274,15 +292,17 @@ fn build(program: &Program) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)
         .map_err(|e| BackendError::Device(format!("cannot create {}: {e}", dir.display())))?;
-    let source = dir.join(format!("{}-{}.cpp", program.plan.model, &key[..16]));
+    // Two threads may build the same program at once: each writes its own
+    // files and renames the library into place.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build_id = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let unique = format!("{}-{build_id}", std::process::id());
+    let source = library.with_extension(format!("{unique}.cpp"));
     std::fs::write(&source, unit)
         .map_err(|e| BackendError::Device(format!("cannot write {}: {e}", source.display())))?;
-    let partial = library.with_extension("so.partial");
+    let partial = library.with_extension(format!("so.{unique}.partial"));
     let output = Command::new(compiler())
-        .args(["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w"])
-        // The GPU contracts a * b + c into fused multiply-adds only where the
-        // kernels ask (fmaf); keep the host from doing more.
-        .arg("-ffp-contract=off")
+        .args(&flags)
         .arg("-o")
         .arg(&partial)
         .arg(&source)
@@ -297,6 +317,8 @@ fn build(program: &Program) -> Result<PathBuf> {
     }
     std::fs::rename(&partial, &library)
         .map_err(|e| BackendError::Device(format!("cannot write {}: {e}", library.display())))?;
+    // The source stays beside the library, for reading.
+    let _ = std::fs::rename(&source, library.with_extension("cpp"));
     Ok(library)
 }
 
