@@ -23,7 +23,8 @@
 #
 # The run keeps to a budget (BUDGET_S, default 540 s): each step's time limit
 # is cut to what is left, and the time-to-accuracy run, last, gets the rest.
-# ONLY=tests,report,bench,pytorch,compile,tta runs a subset (for a rerun).
+# ONLY=tests,report,bench,pytorch,compile,sanitize,tta runs a subset (for a
+# rerun).
 # TTA_PRECISION=fp32|tf32|bf16 fixes the training precision (default: the
 # fastest measured at batch 128). STEPS: timed steps per bench (default 50).
 # To rehearse the plumbing on a machine without a GPU: DEVICE=cpu (benches
@@ -203,6 +204,17 @@ pytorch() {
 wanted pytorch && pytorch pytorch fp32_strict,nchw,amp_bf16_channels_last 90
 wanted compile && pytorch pytorch-compile compile 150
 
+# Out-of-bounds and misaligned accesses that results alone may not show:
+# the GPU tests (fewer random networks) under compute-sanitizer's memcheck,
+# when enough of the budget is left for the time-to-accuracy run too.
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if wanted sanitize && [ -n "$sanitizer" ] && room sanitize 240; then
+    log "compute-sanitizer memcheck on the GPU tests"
+    PROPTEST_CASES=4 timeout "$(limit 90)" "$sanitizer" --tool memcheck --error-exitcode 3 \
+        "$kit/bin/cuda_backend" ::cuda --test-threads 1 > "$out/sanitizer.log" 2>&1
+    status sanitize $?
+fi
+
 if wanted tta && room tta 60; then
     # Epochs that fit what is left: one epoch is 50,000 training and 10,000
     # test images at the measured rates, plus a setup allowance for decoding
@@ -260,6 +272,12 @@ results = {"gpu": read("gpu.txt"), "torch": read("torch-version.txt"), "kit": re
 print("gpu:", results["gpu"])
 print("torch:", results["torch"])
 print("kit:", (results["kit"] or "").splitlines()[0] if results["kit"] else None)
+for name in ("gpu-tests.log", "sanitizer.log"):
+    lines = [l for l in (read(name) or "").splitlines()
+             if l.startswith("test result") or "ERROR SUMMARY" in l or "FAILED" in l or "panicked" in l
+             or "skipped" in l]
+    results[name] = lines[:40]
+    print(f"{name}: " + " | ".join(lines[:8]))
 # Equal precision: our fp32 against PyTorch with TF32 off; our tf32 against
 # PyTorch's default (cuDNN uses TF32 for convolutions on an H100) and
 # torch.compile (same default); our bf16 against AMP bf16 channels-last.
