@@ -47,6 +47,47 @@ pub struct Batch<'a> {
     pub n: usize,
 }
 
+/// Checks that `images` holds `n` images of `plan`'s input shape.
+pub fn check_images(plan: &Plan, images: &[f32], n: usize) -> Result<()> {
+    let expected = n * plan.input.len();
+    if images.len() != expected {
+        return Err(BackendError::BatchSize {
+            got: images.len(),
+            expected,
+            n,
+            shape: plan.input.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a training batch against `plan`: image count and size, one label
+/// per image, every label a class of the model.
+pub fn check_batch(plan: &Plan, batch: &Batch<'_>) -> Result<()> {
+    let n = batch.n;
+    check_images(plan, batch.images, n)?;
+    if batch.labels.len() != n {
+        return Err(BackendError::Device(format!(
+            "batch has {} labels for {n} images",
+            batch.labels.len()
+        )));
+    }
+    let classes = plan.classes;
+    if let Some((index, &label)) = batch
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(BackendError::LabelOutOfRange {
+            label,
+            index,
+            classes,
+        });
+    }
+    Ok(())
+}
+
 /// What one forward/backward step measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepStats {

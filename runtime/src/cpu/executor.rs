@@ -22,7 +22,9 @@ use super::pool::{
 };
 use super::rng::{derive_key, SplitMix64};
 use super::softmax::{cross_entropy, softmax_backward, softmax_forward};
-use crate::backend::{BackendError, Batch, Executor, Result, SgdStep, StepStats};
+use crate::backend::{
+    check_batch, check_images, BackendError, Batch, Executor, Result, SgdStep, StepStats,
+};
 use crate::plan::{Activation, Op, ParamSpec, Plan, ReluRule, Shape};
 
 /// Images per forward pass of [`Executor::infer`] when no larger batch has
@@ -201,19 +203,6 @@ impl CpuExecutor {
                 Vec::new()
             });
         }
-    }
-
-    fn check_images(&self, images: &[f32], n: usize) -> Result<()> {
-        let expected = n * self.plan.input.len();
-        if images.len() != expected {
-            return Err(BackendError::BatchSize {
-                got: images.len(),
-                expected,
-                n,
-                shape: self.plan.input.to_string(),
-            });
-        }
-        Ok(())
     }
 
     /// Copies `images` into the input buffer and runs layers `0..=last_layer`.
@@ -568,26 +557,8 @@ impl Executor for CpuExecutor {
 
     fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {
         let n = batch.n;
-        self.check_images(batch.images, n)?;
-        if batch.labels.len() != n {
-            return Err(BackendError::Device(format!(
-                "batch has {} labels for {n} images",
-                batch.labels.len()
-            )));
-        }
+        check_batch(&self.plan, batch)?;
         let classes = self.plan.classes;
-        if let Some((index, &label)) = batch
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
-            return Err(BackendError::LabelOutOfRange {
-                label,
-                index,
-                classes,
-            });
-        }
         let layers = self.kernels.len();
         self.forwarded = Forwarded::Train { n };
         self.forward(batch.images, n, layers - 1, Mode::Train { seed });
@@ -665,7 +636,7 @@ impl Executor for CpuExecutor {
     }
 
     fn infer(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.check_images(images, n)?;
+        check_images(&self.plan, images, n)?;
         let classes = self.plan.classes;
         let layers = self.kernels.len();
         let image_len = self.plan.input.len();
@@ -709,7 +680,7 @@ impl Executor for CpuExecutor {
 
     fn forward_to(&mut self, images: &[f32], n: usize, layer_idx: usize) -> Result<Vec<f32>> {
         self.check_layer(layer_idx)?;
-        self.check_images(images, n)?;
+        check_images(&self.plan, images, n)?;
         self.forwarded = Forwarded::Infer {
             n,
             last_layer: layer_idx,

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use super::program::{
     Arg, DType, DevicePlan, Launch, Program, RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED,
 };
-use crate::backend::{BackendError, Batch, Executor, Result, SgdStep, StepStats};
+use crate::backend::{
+    check_batch, check_images, BackendError, Batch, Executor, Result, SgdStep, StepStats,
+};
 use crate::cpu::rng::derive_key;
 use crate::cpu::CpuExecutor;
 use crate::plan::{Plan, ReluRule};
@@ -300,19 +302,6 @@ impl<D: Device> PlanExecutor<D> {
         result
     }
 
-    fn check_images(&self, images: &[f32], n: usize) -> Result<()> {
-        let expected = n * self.plan.input.len();
-        if images.len() != expected {
-            return Err(BackendError::BatchSize {
-                got: images.len(),
-                expected,
-                n,
-                shape: self.plan.input.to_string(),
-            });
-        }
-        Ok(())
-    }
-
     fn check_params(&self, values: &[Vec<f32>]) -> Result<()> {
         let slots = &self.device_plan.params;
         if values.len() != slots.len() {
@@ -386,26 +375,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
 
     fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {
         let n = batch.n;
-        self.check_images(batch.images, n)?;
-        if batch.labels.len() != n {
-            return Err(BackendError::Device(format!(
-                "batch has {} labels for {n} images",
-                batch.labels.len()
-            )));
-        }
-        let classes = self.plan.classes;
-        if let Some((index, &label)) = batch
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
-            return Err(BackendError::LabelOutOfRange {
-                label,
-                index,
-                classes,
-            });
-        }
+        check_batch(&self.plan, batch)?;
         if n == 0 {
             return Ok(());
         }
@@ -456,7 +426,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
     }
 
     fn infer(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.check_images(images, n)?;
+        check_images(&self.plan, images, n)?;
         let classes = self.plan.classes;
         let image_len = self.plan.input.len();
         let chunk = self.capacity.max(INFER_BATCH);
@@ -509,7 +479,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
 
     fn forward_to(&mut self, images: &[f32], n: usize, layer_idx: usize) -> Result<Vec<f32>> {
         self.check_layer(layer_idx)?;
-        self.check_images(images, n)?;
+        check_images(&self.plan, images, n)?;
         self.reserve(n.max(1))?;
         let input = self.device_plan.input.clone();
         self.upload(&input, images)?;
