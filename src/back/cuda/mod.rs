@@ -444,73 +444,78 @@ impl<'a> Gen<'a> {
             .max()
             .unwrap_or(0) as u64;
         let classes = plan.classes as u64;
-        self.buffer(
-            "input",
-            DType::F32,
-            Extent::per_image(input_len),
-            "the batch, N x H x W x C",
-        );
-        self.buffer(
-            "labels",
-            DType::I32,
-            Extent::per_image(1),
-            "class of each image",
-        );
-        self.buffer(
-            "loss",
-            DType::F64,
-            Extent::per_image(1),
-            "cross-entropy summed per batch slot since the host last read it",
-        );
-        self.buffer(
-            "correct",
-            DType::I32,
-            Extent::per_image(1),
-            "top-1 hits summed per batch slot since the host last read it",
-        );
-        self.buffer(
-            "logits",
-            DType::F32,
-            Extent::per_image(classes),
-            "the softmax's input",
-        );
-        self.buffer(
-            "probs",
-            DType::F32,
-            Extent::per_image(classes),
-            "class probabilities",
-        );
-        self.buffer(
-            "grad.a",
-            DType::F32,
-            Extent::per_image(max_len),
-            "gradient ping-pong buffer",
-        );
-        self.buffer(
-            "grad.b",
-            DType::F32,
-            Extent::per_image(max_len),
-            "gradient ping-pong buffer",
-        );
         let n_params = self.n_params as u64;
-        self.buffer(
-            "params",
-            DType::F32,
-            Extent::fixed(n_params),
-            "every parameter: all weights (HWIO), then all biases",
-        );
-        self.buffer(
-            "grads",
-            DType::F32,
-            Extent::fixed(n_params),
-            "gradients, laid out as params",
-        );
-        self.buffer(
-            "momentum",
-            DType::F32,
-            Extent::fixed(n_params),
-            "momentum, laid out as params",
-        );
+        let fixed_buffers = [
+            (
+                "input",
+                DType::F32,
+                Extent::per_image(input_len),
+                "the batch, N x H x W x C",
+            ),
+            (
+                "labels",
+                DType::I32,
+                Extent::per_image(1),
+                "class of each image",
+            ),
+            (
+                "loss",
+                DType::F64,
+                Extent::per_image(1),
+                "cross-entropy summed per batch slot since the host last read it",
+            ),
+            (
+                "correct",
+                DType::I32,
+                Extent::per_image(1),
+                "top-1 hits summed per batch slot since the host last read it",
+            ),
+            (
+                "logits",
+                DType::F32,
+                Extent::per_image(classes),
+                "the softmax's input",
+            ),
+            (
+                "probs",
+                DType::F32,
+                Extent::per_image(classes),
+                "class probabilities",
+            ),
+            (
+                "grad.a",
+                DType::F32,
+                Extent::per_image(max_len),
+                "gradient ping-pong buffer",
+            ),
+            (
+                "grad.b",
+                DType::F32,
+                Extent::per_image(max_len),
+                "gradient ping-pong buffer",
+            ),
+            (
+                "params",
+                DType::F32,
+                Extent::fixed(n_params),
+                "every parameter: all weights (HWIO), then all biases",
+            ),
+            (
+                "grads",
+                DType::F32,
+                Extent::fixed(n_params),
+                "gradients, laid out as params",
+            ),
+            (
+                "momentum",
+                DType::F32,
+                Extent::fixed(n_params),
+                "momentum, laid out as params",
+            ),
+        ];
+        for (name, dtype, len, doc) in fixed_buffers {
+            self.buffer(name, dtype, len, doc);
+        }
 
         // Activation buffers of each boundary.
         self.act[0] = "input".into();
