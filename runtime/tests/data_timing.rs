@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use runtime::data::{self, Preprocess, PreprocessKind, Split};
+use runtime::data::{self, Augment, BatchLoader, LoaderOptions, Preprocess, PreprocessKind, Split};
 
 #[test]
 #[ignore = "takes tens of seconds; prints timings"]
@@ -48,4 +48,24 @@ fn cifar10_jpeg_load_and_gcn_zca_fit() {
         assert!(mean.abs() < 0.05);
     }
     assert!(variance > 0.1 && variance < 1.2);
+
+    // The batch loader must keep a GPU fed: one epoch of shuffled batches of
+    // 128 with flips and 2-pixel translations (models/all-cnn-c-short.net),
+    // consumed as fast as they come.
+    let train = std::sync::Arc::new(train);
+    let augment = Augment {
+        flip: true,
+        max_shift: 2,
+    };
+    let start = Instant::now();
+    let mut images = 0;
+    for batch in BatchLoader::new(&train, LoaderOptions::train(128, augment, 1, 0)) {
+        images += batch.view().n;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "one epoch of augmented batches of 128: {images} images in {seconds:.2} s ({:.0} images/s)",
+        images as f64 / seconds
+    );
+    assert_eq!(images, 50_000 / 128 * 128);
 }
