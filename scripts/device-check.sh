@@ -2,7 +2,7 @@
 # The CUDA backend on a GPU machine (target: H100, CUDA 13.0, PyTorch 2.11
 # cu130): the GPU tests, All-CNN-C throughput beside PyTorch at batch 128 and
 # 256, and a CIFAR-10 time-to-accuracy run. Everything it writes goes to
-# OUT_DIR; results.json and summary.txt hold the figures.
+# OUT_DIR; results.json, summary.txt and summary.md (tables) hold the figures.
 #
 # The GPU machine has no Rust toolchain and no network, so the binaries are
 # built here and travel with the checkout:
@@ -112,7 +112,7 @@ finish() {
         mkdir -p "$(dirname "$archive")"
         tar czf "$archive" -C "$(dirname "$out")" --exclude=cache --exclude='*.safetensors' \
             "$(basename "$out")" 2>/dev/null
-        for f in summary.txt results.json status.txt; do
+        for f in summary.txt summary.md results.json status.txt; do
             [ -f "$out/$f" ] && cp "$out/$f" "$(dirname "$archive")/"
         done
     fi
@@ -125,7 +125,7 @@ for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$dir" ] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 nvrtc_wheel=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)
-[ -n "$nvrtc_wheel" ] && [ -d "$nvrtc_wheel" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nvrtc_wheel"
+[ -n "$nvrtc_wheel" ] && [ -d "$nvrtc_wheel" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$nvrtc_wheel"
 export ALLCNNC_CACHE_DIR="$out/cache"
 export RUST_BACKTRACE=1
 
@@ -133,7 +133,7 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1 || true
 python3 -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))" \
     > "$out/torch-version.txt" 2> "$out/torch-version.err" || true
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$out/environment.txt"
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" > "$out/environment.txt"
 
 if [ ! -x "$kit/bin/allcnnc" ]; then
     if command -v cargo > /dev/null; then
@@ -238,7 +238,8 @@ print(p, max(1, min(60, int((seconds - 40) / (epoch * 1.15)))))
 PY
 )
     log "time to accuracy: All-CNN-C (models/all-cnn-c-short.net) on $data, $epochs epochs, $precision"
-    echo "{\"precision\": \"$precision\", \"epochs\": $epochs, \"data\": \"$data\"}" > "$out/tta-plan.json"
+    echo "{\"precision\": \"$precision\", \"epochs\": $epochs, \"data\": \"$data\", \"extra_args\": \"${TTA_ARGS:-}\"}" \
+        > "$out/tta-plan.json"
     tta_start=$(date +%s.%N)
     timeout -k 20 -s INT "$(limit 900)" "$allcnnc" train models/all-cnn-c-short.net --data "$data" \
         --out "$out/tta" --epochs "$epochs" --device "$device" --precision "$precision" --seed 1 \
@@ -317,6 +318,37 @@ if metrics:
     print(f"tta: {len(metrics)} epochs, wall {read('tta-wall-seconds.txt')} s (with data loading),"
           f" best test accuracy {100 * max(m.get('test_accuracy', 0) for m in metrics):.2f}%")
 json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=2)
+
+# The same figures as a Markdown table, for bench/results/ and the README;
+# each allcnnc row's ratios are against the faster (in training) PyTorch run
+# of equal precision.
+md = [f"GPU: {results['gpu']}; PyTorch: {results['torch']}; allcnnc: "
+      f"{(results['kit'] or '').splitlines()[0] if results['kit'] else '?'}", "",
+      "| batch | run | train img/s | train TFLOP/s | infer img/s | infer TFLOP/s | train ratio | infer ratio |",
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for batch, runs in results["bench"].items():
+    peers = {t["config"]: t for t in runs.get("pytorch", [])}
+    for name, r in [(f"pytorch {c}", t) for c, t in peers.items()] + \
+                   [(k.replace("_", " "), v) for k, v in runs.items() if k != "pytorch" and v]:
+        ratio = ("", "")
+        if name.startswith("allcnnc"):
+            precision = name.split()[1]
+            same = [peers[c] for c in sorted(equal[precision]) if c in peers]
+            if same:
+                best = max(same, key=lambda t: t["train_images_per_s"])
+                ratio = (f"{r['train_images_per_s'] / best['train_images_per_s']:.2f}x vs {best['config']}",
+                         f"{r['infer_images_per_s'] / best['infer_images_per_s']:.2f}x vs {best['config']}")
+        md.append(f"| {batch} | {name} | {r['train_images_per_s']:.0f} | {r['train_gflops'] / 1000:.1f} | "
+                  f"{r['infer_images_per_s']:.0f} | {r['infer_gflops'] / 1000:.1f} | {ratio[0]} | {ratio[1]} |")
+if metrics:
+    plan = results["time_to_accuracy"]["plan"] or {}
+    best = max(metrics, key=lambda m: m.get("test_accuracy", 0))
+    images = f"flags {plan['extra_args']}" if plan.get("extra_args") else "all 50,000 training images"
+    md += ["", f"Time to accuracy (models/all-cnn-c-short.net, {plan.get('precision')}, {images}): "
+           f"{len(metrics)} epochs, {read('tta-wall-seconds.txt')} s wall including data loading, "
+           f"final test accuracy {100 * metrics[-1].get('test_accuracy', 0):.2f}%, best "
+           f"{100 * best.get('test_accuracy', 0):.2f}% (epoch {best.get('epoch')})."]
+open(os.path.join(out, "summary.md"), "w").write("\n".join(md) + "\n")
 PY
 log "done"
 cat "$out/status.txt"
