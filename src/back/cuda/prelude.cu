@@ -785,6 +785,24 @@ __device__ __forceinline__ void max_pool_forward(const float* __restrict__ x, fl
     switches[e] = arg;
 }
 
+// The sum, over the pooling outputs whose windows cover element `r` of an
+// image's input (channels-last), of `term(o, oh, ow)`: `o` is the output's
+// index (`base` plus its offset in the image), in output order.
+template <class G, class Term>
+__device__ __forceinline__ float sum_covering(int r, size_t base, Term term) {
+    const int c = r % G::C, pixel = r / G::C;
+    int oh_first, oh_last, ow_first, ow_last;
+    covering(pixel / G::IW, G::KH, G::SH, G::PT, G::OH, &oh_first, &oh_last);
+    covering(pixel % G::IW, G::KW, G::SW, G::PL, G::OW, &ow_first, &ow_last);
+    float sum = 0.0f;
+    for (int oh = oh_first; oh <= oh_last; ++oh) {
+        for (int ow = ow_first; ow <= ow_last; ++ow) {
+            sum += term(base + (oh * G::OW + ow) * G::C + c, oh, ow);
+        }
+    }
+    return sum;
+}
+
 // Backward max pooling as a gather: each input value sums the signals of
 // the outputs whose switch points at it, in output order (no atomics).
 template <class G>
@@ -797,21 +815,9 @@ __device__ __forceinline__ void max_pool_backward(const float* __restrict__ dy,
         return;
     }
     const int image = e / IN_LEN, r = e % IN_LEN;
-    const int c = r % G::C, pixel = r / G::C;
-    int oh_first, oh_last, ow_first, ow_last;
-    covering(pixel / G::IW, G::KH, G::SH, G::PT, G::OH, &oh_first, &oh_last);
-    covering(pixel % G::IW, G::KW, G::SW, G::PL, G::OW, &ow_first, &ow_last);
-    const size_t base = (size_t)image * OUT_LEN;
-    float sum = 0.0f;
-    for (int oh = oh_first; oh <= oh_last; ++oh) {
-        for (int ow = ow_first; ow <= ow_last; ++ow) {
-            const size_t o = base + (oh * G::OW + ow) * G::C + c;
-            if (switches[o] == r) {
-                sum += dy[o];
-            }
-        }
-    }
-    dx[e] = sum;
+    dx[e] = sum_covering<G>(r, (size_t)image * OUT_LEN, [&](size_t o, int, int) {
+        return switches[o] == r ? dy[o] : 0.0f;
+    });
 }
 
 // Average pooling (Caffe's divisor); one thread per output value.
@@ -848,22 +854,11 @@ __device__ __forceinline__ void avg_pool_backward(const float* __restrict__ dy,
         return;
     }
     const int image = e / IN_LEN, r = e % IN_LEN;
-    const int c = r % G::C, pixel = r / G::C;
-    int oh_first, oh_last, ow_first, ow_last;
-    covering(pixel / G::IW, G::KH, G::SH, G::PT, G::OH, &oh_first, &oh_last);
-    covering(pixel % G::IW, G::KW, G::SW, G::PL, G::OW, &ow_first, &ow_last);
-    const size_t base = (size_t)image * OUT_LEN;
-    float sum = 0.0f;
-    for (int oh = oh_first; oh <= oh_last; ++oh) {
-        const int rows = pool_span(oh, G::KH, G::SH, G::PT, G::PB, G::IH).divisor;
-        for (int ow = ow_first; ow <= ow_last; ++ow) {
-            const int divisor = rows * pool_span(ow, G::KW, G::SW, G::PL, G::PR, G::IW).divisor;
-            if (divisor != 0) {
-                sum += dy[base + (oh * G::OW + ow) * G::C + c] * (1.0f / (float)divisor);
-            }
-        }
-    }
-    dx[e] = sum;
+    dx[e] = sum_covering<G>(r, (size_t)image * OUT_LEN, [&](size_t o, int oh, int ow) {
+        const int divisor = pool_span(oh, G::KH, G::SH, G::PT, G::PB, G::IH).divisor *
+                            pool_span(ow, G::KW, G::SW, G::PL, G::PR, G::IW).divisor;
+        return divisor == 0 ? 0.0f : dy[o] * (1.0f / (float)divisor);
+    });
 }
 
 // Global average pooling; one thread per (image, channel).
