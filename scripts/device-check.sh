@@ -18,6 +18,9 @@
 #       file and copies summary.txt, results.json and status.txt beside it,
 #       for a transport that returns few files.
 #
+# Exit status 0 when every step that ran succeeded. CI rehearses the
+# plumbing on its CPU (DEVICE=cpu, see .ci/run).
+#
 # With the device tool: carry ["device-kit"] and run
 #   scripts/device-check.sh /tmp/dc --archive $OUT/device-check.tar.gz
 #
@@ -352,3 +355,5 @@ open(os.path.join(out, "summary.md"), "w").write("\n".join(md) + "\n")
 PY
 log "done"
 cat "$out/status.txt"
+# Exit status: 1 when a step failed (skipped steps do not count).
+! grep -qvE ' (0|skipped.*)$' "$out/status.txt"
