@@ -5,7 +5,7 @@
 //! device. The CPU backend implements it now; the CUDA backend implements the
 //! same trait, so the trainer does not change when it arrives.
 
-use crate::plan::{Plan, ReluRule};
+use crate::plan::{Plan, ReluRule, Shape};
 
 /// Errors a backend reports.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,53 @@ pub fn check_batch(plan: &Plan, batch: &Batch<'_>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// What an executor's activation buffers hold: what `backward_to_input`
+/// (and dropout's backward) may continue from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    Nothing,
+    /// A training step of `n` images (dropout masks in use).
+    Train {
+        n: usize,
+    },
+    /// An inference pass of `n` images through layer `last_layer`.
+    Infer {
+        n: usize,
+        last_layer: usize,
+    },
+}
+
+impl Forwarded {
+    /// The batch size of the inference pass `backward_to_input` from layer
+    /// `layer_idx` continues, after checking that `signal` is one value per
+    /// element of that layer's output (`out_shape`, per image).
+    pub fn backward_from(
+        self,
+        layer_idx: usize,
+        out_shape: Shape,
+        signal: &[f32],
+    ) -> Result<usize> {
+        let n = match self {
+            Forwarded::Infer { n, last_layer } if last_layer >= layer_idx => n,
+            _ => {
+                return Err(BackendError::Device(format!(
+                    "backward_to_input from layer #{layer_idx} needs a forward_to that reached it"
+                )))
+            }
+        };
+        let out_len = n * out_shape.len();
+        if signal.len() != out_len {
+            return Err(BackendError::BatchSize {
+                got: signal.len(),
+                expected: out_len,
+                n,
+                shape: out_shape.to_string(),
+            });
+        }
+        Ok(n)
+    }
 }
 
 /// What one forward/backward step measured.

@@ -23,7 +23,7 @@ use super::pool::{
 use super::rng::{derive_key, SplitMix64};
 use super::softmax::{cross_entropy, softmax_backward, softmax_forward};
 use crate::backend::{
-    check_batch, check_images, BackendError, Batch, Executor, Result, SgdStep, StepStats,
+    check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
 };
 use crate::plan::{Activation, Op, ParamSpec, Plan, ReluRule, Shape};
 
@@ -60,14 +60,6 @@ enum Kernel {
 enum Mode {
     Train { seed: u64 },
     Infer,
-}
-
-/// What the activation buffers hold, for [`Executor::backward_to_input`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Forwarded {
-    Nothing,
-    Train { n: usize },
-    Infer { n: usize, last_layer: usize },
 }
 
 /// Activation-sized memory, for `capacity` images.
@@ -697,23 +689,10 @@ impl Executor for CpuExecutor {
         rule: ReluRule,
     ) -> Result<Vec<f32>> {
         self.check_layer(layer_idx)?;
-        let n = match self.forwarded {
-            Forwarded::Infer { n, last_layer } if last_layer >= layer_idx => n,
-            _ => {
-                return Err(BackendError::Device(format!(
-                    "backward_to_input from layer #{layer_idx} needs a forward_to that reached it"
-                )))
-            }
-        };
-        let out_len = n * self.shapes[layer_idx + 1].len();
-        if signal.len() != out_len {
-            return Err(BackendError::BatchSize {
-                got: signal.len(),
-                expected: out_len,
-                n,
-                shape: self.shapes[layer_idx + 1].to_string(),
-            });
-        }
+        let n = self
+            .forwarded
+            .backward_from(layer_idx, self.shapes[layer_idx + 1], signal)?;
+        let out_len = signal.len();
         self.buffers.grad_out[..out_len].copy_from_slice(signal);
         for l in (0..=layer_idx).rev() {
             self.backward_layer(l, n, rule, true, false);

@@ -20,7 +20,7 @@ use super::program::{
     Arg, DType, DevicePlan, Launch, Program, RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED,
 };
 use crate::backend::{
-    check_batch, check_images, BackendError, Batch, Executor, Result, SgdStep, StepStats,
+    check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
 };
 use crate::cpu::rng::derive_key;
 use crate::cpu::CpuExecutor;
@@ -100,13 +100,6 @@ impl PassArgs {
             sgd: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Forwarded {
-    Nothing,
-    Train,
-    Infer { n: usize, last_layer: usize },
 }
 
 /// A model on a [`Device`]: an interpreter of its [`DevicePlan`].
@@ -394,7 +387,7 @@ impl<D: Device> Executor for PlanExecutor<D> {
         };
         self.run_schedule(Schedule::Forward, pass)?;
         self.run_schedule(Schedule::Backward, pass)?;
-        self.forwarded = Forwarded::Train;
+        self.forwarded = Forwarded::Train { n };
         self.has_grads = true;
         self.pending = true;
         Ok(())
@@ -502,24 +495,8 @@ impl<D: Device> Executor for PlanExecutor<D> {
         rule: ReluRule,
     ) -> Result<Vec<f32>> {
         self.check_layer(layer_idx)?;
-        let n = match self.forwarded {
-            Forwarded::Infer { n, last_layer } if last_layer >= layer_idx => n,
-            _ => {
-                return Err(BackendError::Device(format!(
-                    "backward_to_input from layer #{layer_idx} needs a forward_to that reached it"
-                )))
-            }
-        };
         let out_shape = self.plan.layers[layer_idx].out_shape;
-        let out_len = n * out_shape.len();
-        if signal.len() != out_len {
-            return Err(BackendError::BatchSize {
-                got: signal.len(),
-                expected: out_len,
-                n,
-                shape: out_shape.to_string(),
-            });
-        }
+        let n = self.forwarded.backward_from(layer_idx, out_shape, signal)?;
         let grad_output = self.device_plan.layers[layer_idx].grad_output.clone();
         self.upload(&grad_output, signal)?;
         let pass = PassArgs {
