@@ -14,7 +14,7 @@ use allcnnc::vis::search::{reconstruct, SeedValue, Unit};
 use allcnnc::vis::{rule_name, RULES};
 use runtime::backend::Executor;
 use runtime::cpu::CpuExecutor;
-use runtime::plan::{Activation, Layer, Op, Padding, Plan, ReluRule, Shape, Window};
+use runtime::plan::{Activation, Op, Padding, Plan, ReluRule, Shape, Window};
 
 fn window(k: usize, stride: usize) -> Window {
     Window {
@@ -36,36 +36,10 @@ fn conv(out_channels: usize, k: usize, act: Activation) -> Op {
 }
 
 /// A plan of `layers` (name, op, output shape) followed by a softmax.
-fn plan_of(input: Shape, layers: Vec<(&str, Op, Shape)>) -> Plan {
-    let mut prev = input;
-    let mut layers: Vec<Layer> = layers
-        .into_iter()
-        .map(|(name, op, out_shape)| {
-            let layer = Layer {
-                name: name.to_string(),
-                op,
-                in_shape: prev,
-                out_shape,
-                line: 0,
-            };
-            prev = out_shape;
-            layer
-        })
-        .collect();
-    layers.push(Layer {
-        name: "softmax".into(),
-        op: Op::Softmax,
-        in_shape: prev,
-        out_shape: prev,
-        line: 0,
-    });
-    Plan {
-        name: "hand".into(),
-        input,
-        classes: prev.c,
-        layers,
-        model_hash: "hand".into(),
-    }
+fn plan_of(input: Shape, mut layers: Vec<(&str, Op, Shape)>) -> Plan {
+    let last = layers.last().map_or(input, |l| l.2);
+    layers.push(("softmax", Op::Softmax, last));
+    Plan::chain("hand", input, last.c, layers)
 }
 
 /// An executor of `plan` with the given weights (one tensor per conv, HWIO).

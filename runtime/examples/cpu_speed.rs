@@ -11,7 +11,7 @@ use runtime::backend::{Batch, Executor, SgdStep};
 use runtime::cpu::conv::{ConvAlgorithm, ConvBackward, ConvForward, ConvGeometry};
 use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
-use runtime::plan::{Activation, Layer, Op, Padding, Plan, ReluRule, Shape, Window};
+use runtime::plan::{Activation, Op, Padding, Plan, ReluRule, Shape, Window};
 
 fn conv_op(out_channels: usize, k: usize, stride: usize, pad: usize) -> Op {
     Op::Conv {
@@ -48,29 +48,7 @@ fn all_cnn_c() -> Plan {
         ("gap", Op::GlobalAvgPool, Shape::new(10, 1, 1)),
         ("softmax", Op::Softmax, Shape::new(10, 1, 1)),
     ];
-    let input = Shape::new(3, 32, 32);
-    let mut prev = input;
-    let layers = layers
-        .into_iter()
-        .map(|(name, op, out_shape)| {
-            let layer = Layer {
-                name: name.into(),
-                op,
-                in_shape: prev,
-                out_shape,
-                line: 0,
-            };
-            prev = out_shape;
-            layer
-        })
-        .collect();
-    Plan {
-        name: "all-cnn-c".into(),
-        input,
-        classes: 10,
-        layers,
-        model_hash: String::new(),
-    }
+    Plan::chain("all-cnn-c", Shape::new(3, 32, 32), 10, layers)
 }
 
 /// CPU seconds the live threads of this process have run, summed from

@@ -167,6 +167,39 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan written by hand (tests, examples): `layers` as (name, op,
+    /// output shape), each layer's input the previous one's output, no
+    /// `.net` lines; `name` doubles as the model hash.
+    pub fn chain<'a>(
+        name: &str,
+        input: Shape,
+        classes: usize,
+        layers: impl IntoIterator<Item = (&'a str, Op, Shape)>,
+    ) -> Plan {
+        let mut prev = input;
+        let layers = layers
+            .into_iter()
+            .map(|(layer_name, op, out_shape)| {
+                let layer = Layer {
+                    name: layer_name.to_string(),
+                    op,
+                    in_shape: prev,
+                    out_shape,
+                    line: 0,
+                };
+                prev = out_shape;
+                layer
+            })
+            .collect();
+        Plan {
+            name: name.to_string(),
+            input,
+            classes,
+            layers,
+            model_hash: name.to_string(),
+        }
+    }
+
     /// The parameters of the plan, in layer order (weight before bias).
     pub fn params(&self) -> Vec<ParamSpec> {
         let mut params = Vec::new();

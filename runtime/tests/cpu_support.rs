@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use runtime::cpu::rng::SplitMix64;
-use runtime::plan::{Activation, Layer, Op, Padding, Plan, Shape, Window};
+use runtime::plan::{Activation, Op, Padding, Plan, Shape, Window};
 
 /// `len` values uniform in `[-1, 1)`, from a seeded stream.
 pub fn random_vec(seed: u64, len: usize) -> Vec<f32> {
@@ -171,28 +171,7 @@ pub fn dot(r: &[f32], y: &[f32]) -> f64 {
 /// Builds a plan from `(name, op, out_shape)` triples, chaining shapes from
 /// `input`.
 pub fn plan_of(input: Shape, classes: usize, layers: Vec<(&str, Op, Shape)>) -> Plan {
-    let mut prev = input;
-    let layers = layers
-        .into_iter()
-        .map(|(name, op, out_shape)| {
-            let layer = Layer {
-                name: name.to_string(),
-                op,
-                in_shape: prev,
-                out_shape,
-                line: 0,
-            };
-            prev = out_shape;
-            layer
-        })
-        .collect();
-    Plan {
-        name: "test".into(),
-        input,
-        classes,
-        layers,
-        model_hash: "test".into(),
-    }
+    Plan::chain("test", input, classes, layers)
 }
 
 /// A "same" convolution op (odd kernel, stride `stride`).
