@@ -25,7 +25,9 @@
 #   scripts/device-check.sh /tmp/dc --archive $OUT/device-check.tar.gz
 #
 # The run keeps to a budget (BUDGET_S, default 540 s): each step's time limit
-# is cut to what is left, and the time-to-accuracy run, last, gets the rest.
+# is cut to what is left. Order: GPU tests, compile report, allcnnc benches,
+# PyTorch eager benches, time to accuracy (TTA_S, default 150 s),
+# torch.compile, compute-sanitizer.
 # ONLY=tests,report,bench,pytorch,compile,sanitize,tta runs a subset (for a
 # rerun).
 # TTA_PRECISION=fp32|tf32|bf16 fixes the training precision (default: the
@@ -205,24 +207,13 @@ pytorch() {
     done
 }
 wanted pytorch && pytorch pytorch fp32_strict,nchw,amp_bf16_channels_last 90
-wanted compile && pytorch pytorch-compile compile 150
-
-# Out-of-bounds and misaligned accesses that results alone may not show:
-# the GPU tests (fewer random networks) under compute-sanitizer's memcheck,
-# when enough of the budget is left for the time-to-accuracy run too.
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-if wanted sanitize && [ -n "$sanitizer" ] && room sanitize 240; then
-    log "compute-sanitizer memcheck on the GPU tests"
-    PROPTEST_CASES=4 timeout "$(limit 90)" "$sanitizer" --tool memcheck --error-exitcode 3 \
-        "$kit/bin/cuda_backend" ::cuda --test-threads 1 > "$out/sanitizer.log" 2>&1
-    status sanitize $?
-fi
 
 if wanted tta && room tta 60; then
-    # Epochs that fit what is left: one epoch is 50,000 training and 10,000
-    # test images at the measured rates, plus a setup allowance for decoding
-    # the JPEGs and fitting ZCA.
-    read -r precision epochs < <(python3 - "$out" "$(($(left) - 15))" "${TTA_PRECISION:-}" <<'PY'
+    # Epochs that fit its share (TTA_S, default 150 s, or what is left): one
+    # epoch is 50,000 training and 10,000 test images at the measured rates,
+    # plus a setup allowance for decoding the JPEGs and fitting ZCA.
+    tta_s=$(limit "${TTA_S:-150}")
+    read -r precision epochs < <(python3 - "$out" "$((tta_s - 10))" "${TTA_PRECISION:-}" <<'PY'
 import json, sys
 out, seconds, fixed = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 best = None
@@ -240,17 +231,34 @@ p, epoch = best or (fixed or "fp32", 30.0)
 print(p, max(1, min(60, int((seconds - 40) / (epoch * 1.15)))))
 PY
 )
+    precision=${precision:-fp32}
+    epochs=${epochs:-5}
     log "time to accuracy: All-CNN-C (models/all-cnn-c-short.net) on $data, $epochs epochs, $precision"
     echo "{\"precision\": \"$precision\", \"epochs\": $epochs, \"data\": \"$data\", \"extra_args\": \"${TTA_ARGS:-}\"}" \
         > "$out/tta-plan.json"
     tta_start=$(date +%s.%N)
-    timeout -k 20 -s INT "$(limit 900)" "$allcnnc" train models/all-cnn-c-short.net --data "$data" \
+    timeout -k 20 -s INT "$tta_s" "$allcnnc" train models/all-cnn-c-short.net --data "$data" \
         --out "$out/tta" --epochs "$epochs" --device "$device" --precision "$precision" --seed 1 \
         ${TTA_ARGS:-} > "$out/tta.log" 2>&1
     status tta $?
     python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$tta_start" \
         "$(date +%s.%N)" > "$out/tta-wall-seconds.txt"
 fi
+
+# torch.compile last but one: it compiles for a minute or more per batch size.
+wanted compile && pytorch pytorch-compile compile 150
+
+# Out-of-bounds and misaligned accesses that results alone may not show:
+# the GPU tests (fewer random networks) under compute-sanitizer's memcheck,
+# with what is left.
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if wanted sanitize && [ -n "$sanitizer" ] && room sanitize 45; then
+    log "compute-sanitizer memcheck on the GPU tests"
+    PROPTEST_CASES=4 timeout "$(limit 90)" "$sanitizer" --tool memcheck --error-exitcode 3 \
+        "$kit/bin/cuda_backend" ::cuda --test-threads 1 > "$out/sanitizer.log" 2>&1
+    status sanitize $?
+fi
+
 
 log "results"
 python3 - "$out" <<'PY' | tee "$out/summary.txt"
