@@ -186,7 +186,7 @@ if wanted bench; then
             room "allcnnc-$batch-$precision" 20 || continue
             log "allcnnc bench, batch $batch, $precision"
             timeout "$(limit 60)" "$allcnnc" bench models/all-cnn-c.net --device "$device" --batch "$batch" \
-                --precision "$precision" --steps "$steps" --json \
+                --precision "$precision" --steps "$steps" --profile --json \
                 > "$out/allcnnc-$batch-$precision.json" 2> "$out/allcnnc-$batch-$precision.log"
             status "allcnnc-$batch-$precision" $?
         done
@@ -317,6 +317,18 @@ for batch in (128, 256):
             results["ratios"][f"{batch}/{precision}/{t['config']}"] = r
             print(f"    vs {t['config']:<24} train {r['train']:.2f}x  infer {r['infer']:.2f}x"
                   + ("   <- equal precision" if same else ""))
+# Where the time goes: each kernel of one training step and one inference
+# pass at batch 128, timed launch by launch (bench --profile).
+for precision in ("fp32", "tf32", "bf16"):
+    ours = load(f"allcnnc-128-{precision}.json") or {}
+    kernels = ours.get("kernels") or []
+    total = sum(k["seconds"] for k in kernels) or 1e-12
+    if kernels:
+        print(f"batch 128 {precision}: slowest kernels of {1e3 * total:.2f} ms (step + inference, synchronised):")
+    for k in kernels[:8]:
+        print(f"    {k['kernel']:<34} {1e3 * k['seconds']:8.3f} ms {100 * k['seconds'] / total:5.1f}%"
+              f" {k['flops'] / max(k['seconds'], 1e-12) / 1e12:6.1f} TFLOP/s"
+              f" {k['bytes'] / max(k['seconds'], 1e-12) / 1e9:7.1f} GB/s")
 metrics = load("tta/metrics.jsonl", lines=True) or []
 results["time_to_accuracy"] = {"plan": load("tta-plan.json"), "wall_seconds": read("tta-wall-seconds.txt"),
                                "epochs": metrics}

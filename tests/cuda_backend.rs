@@ -167,6 +167,16 @@ const MODELS: &[&str] = &[
     }",
 ];
 
+/// SGD with momentum 0.9 (no Nesterov).
+fn momentum_step(lr: f32, weight_decay: f32) -> SgdStep {
+    SgdStep {
+        lr,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay,
+    }
+}
+
 fn batch_of(plan: &Plan, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let images = random_values(n * plan.input.len(), seed);
     let labels = (0..n)
@@ -576,12 +586,7 @@ fn training_tracks_cpu(dev: Dev) {
         return;
     };
     let mut reference = CpuExecutor::new(plan.clone(), 21).expect("cpu");
-    let step = SgdStep {
-        lr: 0.05,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 1e-3,
-    };
+    let step = momentum_step(0.05, 1e-3);
     let n = 8;
     for iteration in 0..6u64 {
         let (images, labels) = batch_of(&plan, n, 1000 + iteration % 2);
@@ -648,3 +653,53 @@ fn cuda_without_a_driver_is_an_error() {
         "unexpected error: {err}"
     );
 }
+
+/// `set_profiling` times every launch of a training step and an update, in
+/// schedule order, with the code generator's FLOP and byte counts for the
+/// batch; nothing is recorded once it is off. The CPU has no kernels of its
+/// own and says so.
+fn profiling_times_every_launch(dev: Dev) {
+    let plan = plan_of(MODELS[0]);
+    let Some(mut exec) = executor(dev, &plan, 3) else {
+        return;
+    };
+    if dev == Dev::Cpu {
+        assert!(!exec.set_profiling(true));
+        assert!(exec.take_profile().is_empty());
+        return;
+    }
+    let program = back::cuda::generate(&plan).plan;
+    let n = 3;
+    let (images, labels) = batch_of(&plan, n, 21);
+    let batch = Batch {
+        images: &images,
+        labels: &labels,
+        n,
+    };
+    let step = momentum_step(0.01, 0.0);
+    assert!(exec.set_profiling(true));
+    exec.forward_backward(&batch, 1).unwrap();
+    exec.sgd_update(&step).unwrap();
+    let times = exec.take_profile();
+    let schedule: Vec<_> = program
+        .forward
+        .iter()
+        .chain(&program.backward)
+        .chain(&program.update)
+        .collect();
+    assert_eq!(times.len(), schedule.len());
+    for (time, launch) in times.iter().zip(schedule) {
+        let spec = &program.kernels[launch.kernel];
+        assert_eq!(time.kernel, spec.name);
+        assert_eq!(time.flops, spec.flops.at(n as u64), "{}", spec.name);
+        assert_eq!(time.bytes, spec.bytes.at(n as u64), "{}", spec.name);
+        assert!(time.seconds > 0.0, "{}", spec.name);
+        assert!(!time.role.is_empty(), "{}", spec.name);
+    }
+    assert!(exec.take_profile().is_empty(), "taking empties the profile");
+    exec.set_profiling(false);
+    exec.forward_backward(&batch, 2).unwrap();
+    assert!(exec.take_profile().is_empty(), "nothing recorded when off");
+    exec.take_stats().unwrap();
+}
+test_device!(profiling_times_every_launch);

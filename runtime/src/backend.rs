@@ -135,6 +135,23 @@ impl Forwarded {
     }
 }
 
+/// One timed kernel launch (see [`Executor::set_profiling`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelTime {
+    /// The kernel's name in the generated source.
+    pub kernel: String,
+    /// What it computes (`forward`, `backward_data`, ...).
+    pub role: String,
+    /// The plan layers it implements.
+    pub layers: Vec<String>,
+    /// Wall time from a finished device to the launch's end.
+    pub seconds: f64,
+    /// Floating-point operations and device-memory bytes of the launch
+    /// (the code generator's counts for this batch size).
+    pub flops: u64,
+    pub bytes: u64,
+}
+
 /// What one forward/backward step measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepStats {
@@ -172,6 +189,19 @@ pub trait Executor {
     /// (or since creation), which it resets. On a device this reads back,
     /// the one synchronisation point of a training loop.
     fn take_stats(&mut self) -> Result<StepStats>;
+
+    /// Starts (`true`) or stops timing every kernel launch: each launch then
+    /// waits for the device before and after it, so a profiled run is
+    /// slower, and the times include the launch itself. Returns false where
+    /// the backend has no kernels of its own to time (the CPU).
+    fn set_profiling(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// The launches timed since profiling started or the last call.
+    fn take_profile(&mut self) -> Vec<KernelTime> {
+        Vec::new()
+    }
 
     /// `forward_backward` then `take_stats`: the statistics of this step
     /// plus any not taken before (tests and one-off steps).

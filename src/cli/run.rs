@@ -538,6 +538,10 @@ pub struct BenchArgs {
     /// Timed training steps (after 2 warm-up steps)
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Also time every kernel of one training step and one inference pass
+    /// (each launch waits for the device: a GPU backend only)
+    #[arg(long)]
+    pub profile: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -589,6 +593,15 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         exec.infer(&images, n).map_err(|e| e.to_string())?;
     }
     let infer_s = started.elapsed().as_secs_f64() / steps as f64;
+    let kernels = if args.profile {
+        profile_kernels(exec.as_mut(), &|exec| {
+            train_step(exec)?;
+            exec.infer(&images, n).map_err(|e| e.to_string())?;
+            Ok(())
+        })?
+    } else {
+        None
+    };
     let train_ips = n as f64 / train_s;
     let infer_ips = n as f64 / infer_s;
     // Training: forward + backward data + backward weights = 3x the forward MACs.
@@ -602,13 +615,90 @@ pub fn bench(args: &BenchArgs) -> CliResult {
                 "model": plan.name, "device": device, "precision": args.precision.name(), "batch": n, "steps": steps,
                 "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
                 "train_gflops": train_gflops, "infer_gflops": infer_gflops,
-                "forward_macs_per_image": macs,
+                "forward_macs_per_image": macs, "kernels": kernels,
             })
         );
     } else {
         println!("{} on {device}, batch {n}, {steps} steps:", plan.name);
         println!("  training:  {train_ips:8.1} images/s  {train_gflops:7.1} GFLOP/s");
         println!("  inference: {infer_ips:8.1} images/s  {infer_gflops:7.1} GFLOP/s");
+        match &kernels {
+            Some(kernels) => print_profile(kernels),
+            None if args.profile => {
+                println!("  (no per-kernel profile: {device} runs no kernels of its own)")
+            }
+            None => {}
+        }
     }
     Ok(())
+}
+
+/// One kernel's launches in a profile, summed.
+#[derive(Debug, Clone, serde::Serialize)]
+struct KernelSummary {
+    kernel: String,
+    role: String,
+    layers: Vec<String>,
+    launches: usize,
+    seconds: f64,
+    flops: u64,
+    bytes: u64,
+}
+
+/// Runs `work` with every launch timed; the launches summed per kernel,
+/// slowest first, or None where the backend has no kernels to time.
+fn profile_kernels(
+    exec: &mut dyn Executor,
+    work: &dyn Fn(&mut dyn Executor) -> Result<(), Failure>,
+) -> Result<Option<Vec<KernelSummary>>, Failure> {
+    if !exec.set_profiling(true) {
+        return Ok(None);
+    }
+    let result = work(exec);
+    let times = exec.take_profile();
+    exec.set_profiling(false);
+    result?;
+    let mut summaries: Vec<KernelSummary> = Vec::new();
+    for t in times {
+        match summaries.iter_mut().find(|s| s.kernel == t.kernel) {
+            Some(s) => {
+                s.launches += 1;
+                s.seconds += t.seconds;
+                s.flops += t.flops;
+                s.bytes += t.bytes;
+            }
+            None => summaries.push(KernelSummary {
+                kernel: t.kernel,
+                role: t.role,
+                layers: t.layers,
+                launches: 1,
+                seconds: t.seconds,
+                flops: t.flops,
+                bytes: t.bytes,
+            }),
+        }
+    }
+    summaries.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    Ok(Some(summaries))
+}
+
+fn print_profile(kernels: &[KernelSummary]) {
+    let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+    println!("  per kernel, one training step + one inference pass (launches timed one by one):");
+    println!(
+        "  {:<34} {:>8} {:>9} {:>6} {:>9} {:>8}",
+        "kernel", "launches", "ms", "%", "GFLOP/s", "GB/s"
+    );
+    for k in kernels {
+        let s = k.seconds.max(1e-12);
+        println!(
+            "  {:<34} {:>8} {:>9.3} {:>6.1} {:>9.1} {:>8.1}",
+            k.kernel,
+            k.launches,
+            1e3 * k.seconds,
+            100.0 * k.seconds / total.max(1e-12),
+            k.flops as f64 / s / 1e9,
+            k.bytes as f64 / s / 1e9
+        );
+    }
 }

@@ -20,7 +20,8 @@ use super::program::{
     Arg, DType, DevicePlan, Launch, Program, RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED,
 };
 use crate::backend::{
-    check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
+    check_batch, check_images, BackendError, Batch, Executor, Forwarded, KernelTime, Result,
+    SgdStep, StepStats,
 };
 use crate::cpu::rng::derive_key;
 use crate::cpu::CpuExecutor;
@@ -62,6 +63,8 @@ pub trait Device {
     fn download(&self, address: u64, out: &mut [u8]) -> Result<()>;
     /// Enqueues kernel `kernel` (index into the plan's kernels).
     fn launch(&mut self, kernel: usize, dims: LaunchDims, args: &[Value]) -> Result<()>;
+    /// Waits until every launch enqueued before has finished.
+    fn synchronize(&self) -> Result<()>;
 }
 
 /// The bytes of a slice of plain numbers.
@@ -116,6 +119,8 @@ pub struct PlanExecutor<D: Device> {
     pending: bool,
     /// Statistics read back early (before the per-image buffers grew).
     carried: StepStats,
+    /// Timed launches, while profiling.
+    profile: Option<Vec<KernelTime>>,
 }
 
 impl<D: Device> std::fmt::Debug for PlanExecutor<D> {
@@ -150,6 +155,7 @@ impl<D: Device> PlanExecutor<D> {
             has_grads: false,
             pending: false,
             carried: StepStats::default(),
+            profile: None,
         };
         exec.allocate(0, true)?;
         exec.write_params(&initial)?;
@@ -275,7 +281,29 @@ impl<D: Device> PlanExecutor<D> {
                 block: (bx, by, bz),
                 shared_bytes: spec.dynamic_shared_bytes,
             };
+            if self.profile.is_none() {
+                self.device.launch(launch.kernel, dims, &values)?;
+                continue;
+            }
+            self.device.synchronize()?;
+            let started = std::time::Instant::now();
             self.device.launch(launch.kernel, dims, &values)?;
+            self.device.synchronize()?;
+            let seconds = started.elapsed().as_secs_f64();
+            let n = pass.n as u64;
+            if let Some(profile) = &mut self.profile {
+                profile.push(KernelTime {
+                    kernel: spec.name.clone(),
+                    role: serde_json::to_value(spec.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    layers: spec.layers.clone(),
+                    seconds,
+                    flops: spec.flops.at(n),
+                    bytes: spec.bytes.at(n),
+                });
+            }
         }
         Ok(())
     }
@@ -391,6 +419,18 @@ impl<D: Device> Executor for PlanExecutor<D> {
         self.has_grads = true;
         self.pending = true;
         Ok(())
+    }
+
+    fn set_profiling(&mut self, on: bool) -> bool {
+        self.profile = on.then(Vec::new);
+        true
+    }
+
+    fn take_profile(&mut self) -> Vec<KernelTime> {
+        self.profile
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {

@@ -394,6 +394,11 @@ impl Device for HostDevice {
         "emulated cuda (host threads)".into()
     }
 
+    /// Launches run to completion before they return.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn alloc(&mut self, bytes: usize) -> Result<u64> {
         let words = vec![0u64; bytes.div_ceil(8).max(1)];
         let address = words.as_ptr() as u64;

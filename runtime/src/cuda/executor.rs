@@ -203,6 +203,12 @@ impl Device for DriverDevice {
         Ok(())
     }
 
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| device_error("synchronize", e))
+    }
+
     fn download(&self, address: u64, out: &mut [u8]) -> Result<()> {
         let slice = self.slice(address)?;
         if out.len() > slice.len() {
