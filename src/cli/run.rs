@@ -11,7 +11,7 @@ use crate::ir::training::{Init, Preprocess as RecipePreprocess, Schedule as Reci
 use crate::ir::Training;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::backend::{Batch, Executor, SgdStep};
+use runtime::backend::{Batch, Executor, KernelTime, SgdStep};
 use runtime::cpu::CpuExecutor;
 use runtime::data::{self, Augment, Dataset, Preprocess, PreprocessKind, Split};
 use runtime::plan::Plan;
@@ -633,16 +633,12 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     Ok(())
 }
 
-/// One kernel's launches in a profile, summed.
+/// One kernel's launches in a profile: their times, FLOPs and bytes summed.
 #[derive(Debug, Clone, serde::Serialize)]
 struct KernelSummary {
-    kernel: String,
-    role: String,
-    layers: Vec<String>,
+    #[serde(flatten)]
+    total: KernelTime,
     launches: usize,
-    seconds: f64,
-    flops: u64,
-    bytes: u64,
 }
 
 /// Runs `work` with every launch timed; the launches summed per kernel,
@@ -660,41 +656,36 @@ fn profile_kernels(
     result?;
     let mut summaries: Vec<KernelSummary> = Vec::new();
     for t in times {
-        match summaries.iter_mut().find(|s| s.kernel == t.kernel) {
+        match summaries.iter_mut().find(|s| s.total.kernel == t.kernel) {
             Some(s) => {
                 s.launches += 1;
-                s.seconds += t.seconds;
-                s.flops += t.flops;
-                s.bytes += t.bytes;
+                s.total.seconds += t.seconds;
+                s.total.flops += t.flops;
+                s.total.bytes += t.bytes;
             }
             None => summaries.push(KernelSummary {
-                kernel: t.kernel,
-                role: t.role,
-                layers: t.layers,
+                total: t,
                 launches: 1,
-                seconds: t.seconds,
-                flops: t.flops,
-                bytes: t.bytes,
             }),
         }
     }
-    summaries.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    summaries.sort_by(|a, b| b.total.seconds.total_cmp(&a.total.seconds));
     Ok(Some(summaries))
 }
 
 fn print_profile(kernels: &[KernelSummary]) {
-    let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+    let total: f64 = kernels.iter().map(|k| k.total.seconds).sum();
     println!("  per kernel, one training step + one inference pass (launches timed one by one):");
     println!(
         "  {:<34} {:>8} {:>9} {:>6} {:>9} {:>8}",
         "kernel", "launches", "ms", "%", "GFLOP/s", "GB/s"
     );
-    for k in kernels {
+    for KernelSummary { total: k, launches } in kernels {
         let s = k.seconds.max(1e-12);
         println!(
             "  {:<34} {:>8} {:>9.3} {:>6.1} {:>9.1} {:>8.1}",
             k.kernel,
-            k.launches,
+            launches,
             1e3 * k.seconds,
             100.0 * k.seconds / total.max(1e-12),
             k.flops as f64 / s / 1e9,

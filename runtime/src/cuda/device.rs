@@ -281,25 +281,19 @@ impl<D: Device> PlanExecutor<D> {
                 block: (bx, by, bz),
                 shared_bytes: spec.dynamic_shared_bytes,
             };
-            if self.profile.is_none() {
-                self.device.launch(launch.kernel, dims, &values)?;
-                continue;
+            if self.profile.is_some() {
+                self.device.synchronize()?;
             }
-            self.device.synchronize()?;
             let started = std::time::Instant::now();
             self.device.launch(launch.kernel, dims, &values)?;
-            self.device.synchronize()?;
-            let seconds = started.elapsed().as_secs_f64();
-            let n = pass.n as u64;
             if let Some(profile) = &mut self.profile {
+                self.device.synchronize()?;
+                let n = pass.n as u64;
                 profile.push(KernelTime {
                     kernel: spec.name.clone(),
-                    role: serde_json::to_value(spec.role)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    role: spec.role.name().to_string(),
                     layers: spec.layers.clone(),
-                    seconds,
+                    seconds: started.elapsed().as_secs_f64(),
                     flops: spec.flops.at(n),
                     bytes: spec.bytes.at(n),
                 });

@@ -110,6 +110,20 @@ pub enum KernelRole {
     Update,
 }
 
+impl KernelRole {
+    /// The role as the plan's JSON spells it (`backward_data`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelRole::Forward => "forward",
+            KernelRole::BackwardData => "backward_data",
+            KernelRole::BackwardWeights => "backward_weights",
+            KernelRole::Reduce => "reduce",
+            KernelRole::Head => "head",
+            KernelRole::Update => "update",
+        }
+    }
+}
+
 /// One kernel of the module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelSpec {
@@ -248,4 +262,23 @@ pub struct DevicePlan {
 pub struct Program {
     pub source: String,
     pub plan: DevicePlan,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelRole;
+
+    #[test]
+    fn role_names_are_the_plan_json_spelling() {
+        for role in [
+            KernelRole::Forward,
+            KernelRole::BackwardData,
+            KernelRole::BackwardWeights,
+            KernelRole::Reduce,
+            KernelRole::Head,
+            KernelRole::Update,
+        ] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.name());
+        }
+    }
 }

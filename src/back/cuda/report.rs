@@ -99,10 +99,7 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
         } else {
             format!("{:.1}", flops as f64 / bytes as f64)
         };
-        let role = serde_json::to_value(kernel.role)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let role = kernel.role.name();
         let _ = writeln!(
             out,
             "  {:<32} {:<16} {:>12} {:>12} {:>9}  {gx}x{gy}x{gz} x {}",
