@@ -102,6 +102,21 @@ __device__ __forceinline__ float relu_rule(float g, float f, float slope, int ru
     }
 }
 
+// Calls at(r, c) for every entry of an R x C operand tile, spread over the
+// block's threads. Consecutive threads take consecutive c (C_FAST) or
+// consecutive r: whichever runs along the operand's contiguous axis in
+// global memory, so the gathers coalesce.
+template <int R, int C, bool C_FAST, class At>
+__device__ __forceinline__ void for_tile(At at) {
+    for (int e = threadIdx.x; e < R * C; e += TILE_THREADS) {
+        if constexpr (C_FAST) {
+            at(e / C, e % C);
+        } else {
+            at(e % R, e / R);
+        }
+    }
+}
+
 // One BK-deep step of a block tile: thread (ty, tx) owns rows ty + 16 i and
 // columns tx + 16 j, so shared-memory reads are broadcasts along rows and
 // consecutive along columns (no bank conflicts).
@@ -195,23 +210,14 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const bool drop = G::DROPOUT && training;
-    float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            acc[i][j] = 0.0f;
-        }
-    }
+    float acc[TM][TN] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int kk = e % BK, mm = e / BK;
+        for_tile<BM, BK, true>([&](int mm, int kk) {
             As[kk][mm] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int nn = e % BN, kk = e / BN;
+        });
+        for_tile<BK, BN, true>([&](int kk, int nn) {
             Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
-        }
+        });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -405,14 +411,12 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     const bool drop = G::DROPOUT && training;
     float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int kk = e % BK, mm = e / BK;
+        for_tile<BM, BK, true>([&](int mm, int kk) {
             As[mm][kk] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int nn = e % BN, kk = e / BN;
+        });
+        for_tile<BK, BN, true>([&](int kk, int nn) {
             Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
-        }
+        });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         __syncthreads();
@@ -483,23 +487,14 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
     const int rows = n * IN_PIXELS;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            acc[i][j] = 0.0f;
-        }
-    }
+    float acc[TM][TN] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int kk = e % BK, mm = e / BK;
+        for_tile<BM, BK, true>([&](int mm, int kk) {
             As[kk][mm] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int kk = e % BK, nn = e / BK;
+        });
+        for_tile<BK, BN, false>([&](int kk, int nn) {
             Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
-        }
+        });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -547,14 +542,12 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
     const MmaWarp warp = mma_warp<BM, BN>();
     float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int kk = e % BK, mm = e / BK;
+        for_tile<BM, BK, true>([&](int mm, int kk) {
             As[mm][kk] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int kk = e % BK, nn = e / BK;
+        });
+        for_tile<BK, BN, false>([&](int kk, int nn) {
             Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
-        }
+        });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         __syncthreads();
@@ -583,12 +576,35 @@ __device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
     return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
 }
 
+// This block's split of a split-K weight-gradient GEMM (split blockIdx.z
+// of gridDim.z): rows [begin, end) of the K = batch pixels, in whole BK
+// steps, and where its partial sums go in `partials` (weights: splits x
+// rows x C_out, then bias: splits x C_out).
+struct WeightSplit {
+    int begin;
+    int end;
+    float* weights;
+    float* bias;
+};
+
+template <class G>
+__device__ __forceinline__ WeightSplit weight_split(float* __restrict__ partials, int K) {
+    constexpr int ROWS = G::KH * G::KW * G::IC;
+    const int splits = gridDim.z;
+    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
+    WeightSplit split;
+    split.begin = blockIdx.z * chunk;
+    split.end = min(K, split.begin + chunk);
+    split.weights = partials + (size_t)blockIdx.z * ROWS * G::OC;
+    split.bias = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
+    return split;
+}
+
 // Gradient with respect to the weights (and the bias) as a split-K implicit
 // GEMM: rows are (kh, kw, c_in), columns output channels, K runs over the
 // batch's output pixels and is split across gridDim.z. Each split writes its
-// partial sums to `partials` (weights: splits x rows x C_out, then bias:
-// splits x C_out); allcnnc_reduce_splits adds them in split order, so the
-// result does not depend on scheduling.
+// partial sums where WeightSplit says; allcnnc_reduce_splits adds them in
+// split order, so the result does not depend on scheduling.
 template <class G>
 __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ x,
                                                       const float* __restrict__ dy,
@@ -600,35 +616,21 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     constexpr int OUT_PIXELS = G::OH * G::OW;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
-    const int K = n * OUT_PIXELS;
-    const int splits = gridDim.z;
-    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
-    const int k_begin = blockIdx.z * chunk;
-    const int k_end = min(K, k_begin + chunk);
+    const WeightSplit split = weight_split<G>(partials, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const bool drop = G::DROPOUT && training;
     const bool bias_block = G::BIAS && blockIdx.x == 0 && ty == 0;
-    float acc[TM][TN];
-    float bias_acc[TN];
-#pragma unroll
-    for (int j = 0; j < TN; ++j) {
-        bias_acc[j] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            acc[i][j] = 0.0f;
-        }
-    }
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int mm = e % BM, kk = e / BM;
+    float acc[TM][TN] = {};
+    float bias_acc[TN] = {};
+    for (int k0 = split.begin; k0 < split.end; k0 += BK) {
+        for_tile<BM, BK, false>([&](int mm, int kk) {
             // The forward GEMM's A transposed: this GEMM's row m is its k.
-            As[kk][mm] = conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int nn = e % BN, kk = e / BN;
-            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end);
-        }
+            As[kk][mm] = conv_input_at<G>(x, k0 + kk, m0 + mm, split.end, drop, drop_key);
+        });
+        for_tile<BK, BN, true>([&](int kk, int nn) {
+            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, split.end);
+        });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         if (bias_block) {
@@ -642,7 +644,6 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
         }
         __syncthreads();
     }
-    float* split = partials + (size_t)blockIdx.z * ROWS * G::OC;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int m = m0 + ty + 16 * i;
@@ -653,17 +654,16 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
         for (int j = 0; j < TN; ++j) {
             const int co = n0 + tx + 16 * j;
             if (co < G::OC) {
-                split[(size_t)m * G::OC + co] = acc[i][j];
+                split.weights[(size_t)m * G::OC + co] = acc[i][j];
             }
         }
     }
     if (bias_block) {
-        float* bias_split = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int co = n0 + tx + 16 * j;
             if (co < G::OC) {
-                bias_split[co] = bias_acc[j];
+                split.bias[co] = bias_acc[j];
             }
         }
     }
@@ -684,26 +684,20 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     constexpr int OUT_PIXELS = G::OH * G::OW;
     __shared__ float As[BM][BK + 4];
     __shared__ float Bs[BK][BN + 8];
-    const int K = n * OUT_PIXELS;
-    const int splits = gridDim.z;
-    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
-    const int k_begin = blockIdx.z * chunk;
-    const int k_end = min(K, k_begin + chunk);
+    const WeightSplit split = weight_split<G>(partials, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
     const bool drop = G::DROPOUT && training;
     const bool bias_thread = G::BIAS && blockIdx.x == 0 && threadIdx.x < BN;
     float acc[BM / 64][BN / 16][4] = {};
     float bias_acc = 0.0f;
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK; e += TILE_THREADS) {
-            const int mm = e % BM, kk = e / BM;
-            As[mm][kk] = conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key);
-        }
-        for (int e = threadIdx.x; e < BK * BN; e += TILE_THREADS) {
-            const int nn = e % BN, kk = e / BN;
-            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end);
-        }
+    for (int k0 = split.begin; k0 < split.end; k0 += BK) {
+        for_tile<BM, BK, false>([&](int mm, int kk) {
+            As[mm][kk] = conv_input_at<G>(x, k0 + kk, m0 + mm, split.end, drop, drop_key);
+        });
+        for_tile<BK, BN, true>([&](int kk, int nn) {
+            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, split.end);
+        });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         if (bias_thread) {
@@ -714,15 +708,13 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
         }
         __syncthreads();
     }
-    float* split = partials + (size_t)blockIdx.z * ROWS * G::OC;
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         if (m0 + row < ROWS && n0 + col < G::OC) {
-            split[(size_t)(m0 + row) * G::OC + n0 + col] = v;
+            split.weights[(size_t)(m0 + row) * G::OC + n0 + col] = v;
         }
     });
     if (bias_thread && n0 + (int)threadIdx.x < G::OC) {
-        float* bias_split = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
-        bias_split[n0 + threadIdx.x] = bias_acc;
+        split.bias[n0 + threadIdx.x] = bias_acc;
     }
 }
 
