@@ -120,18 +120,21 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn assert_close_above(what: &str, got: &[f32], want: &[f32], tol: f32, min_scale: f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
-    let (index, error) = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .enumerate()
-        .fold(
+    let bound = tol * scale.max(min_scale);
+    let differences = || got.iter().zip(want).map(|(g, w)| (g - w).abs());
+    let Some(first) = differences().position(|e| e.is_nan() || e > bound) else {
+        return;
+    };
+    let (index, error) =
+        differences().enumerate().fold(
             (0, 0.0f32),
             |best, (i, e)| if e > best.1 { (i, e) } else { best },
         );
-    assert!(
-        error <= tol * scale.max(min_scale),
-        "{what}: largest difference {error} at {index} (got {}, want {}), scale {scale}, tolerance {tol}",
+    panic!(
+        "{what}: first wrong index {first} of {} (got {}, want {}); largest difference {error} at {index} (got {}, want {}), scale {scale}, tolerance {tol}",
+        got.len(),
+        got[first],
+        want[first],
         got[index],
         want[index]
     );
@@ -194,6 +197,26 @@ fn kernels_match_cpu(dev: Dev) {
     }
 }
 test_device!(kernels_match_cpu);
+
+/// Weight gradients longer than any fixed launch of the generator: a 96 ->
+/// 192 3x3 convolution has 165,888 weights, more than the 264 x 256 = 67,584
+/// threads the split-K reduction was once launched with (every entry past
+/// index 67,583 stayed zero).
+fn wide_gradients_match_cpu(dev: Dev) {
+    let plan = plan_of(
+        "network wide {
+            input 96x6x6
+            classes 10
+            conv 192 3x3
+            conv 10 1x1
+            gap
+            softmax
+        }",
+    );
+    assert!(plan.params().iter().any(|p| p.len() > 67_584));
+    matches_cpu(dev, &plan, 31);
+}
+test_device!(wide_gradients_match_cpu);
 
 /// One model on `dev` against the CPU, from the same weights: a training
 /// step's loss and every parameter gradient, then inference, for two batch

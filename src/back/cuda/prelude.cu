@@ -1028,16 +1028,18 @@ __device__ __forceinline__ void sgd_update(float* __restrict__ w, const float* _
 
 // allcnnc_reduce_splits: adds the split-K partial sums of a weight (or bias)
 // gradient in split order: out[i] = sum over s of partials[s * len + i].
+// The grid is fixed and a gradient may be far longer (All-CNN-C's conv7 has
+// 331,776 weights), so each thread strides over the whole length; every
+// entry is still one thread's sum in split order.
 extern "C" __global__ void __launch_bounds__(256)
 allcnnc_reduce_splits(const float* __restrict__ partials, float* __restrict__ out, int len,
                       int splits) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= len) {
-        return;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)len; i += stride) {
+        float sum = 0.0f;
+        for (int s = 0; s < splits; ++s) {
+            sum += partials[(size_t)s * len + i];
+        }
+        out[i] = sum;
     }
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-        sum += partials[(size_t)s * len + i];
-    }
-    out[i] = sum;
 }
