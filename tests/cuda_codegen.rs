@@ -127,6 +127,12 @@ fn every_model_compiles_with_nvrtc() {
                                         if k.spill_store_bytes > 0 || k.spill_load_bytes > 0 {
                                             return Err(format!("{} spills registers", k.name));
                                         }
+                                        if k.shared_bytes != kernel.static_shared_bytes {
+                                            return Err(format!(
+                                                "{}: ptxas says {} bytes of shared memory, the plan {}",
+                                                k.name, k.shared_bytes, kernel.static_shared_bytes
+                                            ));
+                                        }
                                     }
                                     Ok(back::cuda::report::render_verification(
                                         &program, "sm_90", &compiled,
@@ -216,6 +222,20 @@ fn tensor_core_programs_compile_with_nvrtc() {
                     precision.name(),
                     kernel.name
                 );
+                // The launch-limits test reads the plan's figure.
+                let spec = program
+                    .plan
+                    .kernels
+                    .iter()
+                    .find(|k| k.name == kernel.name)
+                    .expect("a compiled kernel is in the plan");
+                assert_eq!(
+                    kernel.shared_bytes,
+                    spec.static_shared_bytes,
+                    "{model} {}: {} shared memory, ptxas vs plan",
+                    precision.name(),
+                    kernel.name
+                );
             }
             match instruction {
                 Some(mma) => assert!(
@@ -247,6 +267,16 @@ fn launches_fit_the_limits_of_sm90() {
         let plan = plan_of(&path);
         for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
             let program = back::cuda::generate_with(&plan, precision);
+            // The kernels index a batch's rows with 32-bit ints.
+            if let (max, Some(kernel)) = program.plan.max_batch() {
+                if max < 1024 {
+                    failures.push(format!(
+                        "{} {precision:?}: {} takes at most {max} images",
+                        path.display(),
+                        kernel.name
+                    ));
+                }
+            }
             for kernel in &program.plan.kernels {
                 let [bx, by, bz] = kernel.block;
                 let shared = kernel.static_shared_bytes + kernel.dynamic_shared_bytes;

@@ -353,3 +353,72 @@ fn missing_data_folder_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+/// `--device emulator` runs the generated CUDA kernels: from the same seed
+/// it starts from the CPU's weights and dropout masks, so one step's
+/// momentum (the update of every parameter) agrees with the CPU's within
+/// fp32 rounding.
+#[test]
+fn emulator_takes_the_cpu_step() {
+    assert!(
+        Path::new(FASHION)
+            .join("train-images-idx3-ubyte.gz")
+            .exists(),
+        "{FASHION} is missing: apt-get install dataset-fashion-mnist"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let mut momenta = Vec::new();
+    for device in ["cpu", "emulator"] {
+        let out = dir.path().join(device);
+        let args: Vec<String> = [
+            "train",
+            model.to_str().unwrap(),
+            "--data",
+            FASHION,
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+            "--init",
+            "he",
+            "--epochs",
+            "1",
+            "--limit",
+            "2",
+            "--test-limit",
+            "2",
+            "--batch",
+            "2",
+            "--seed",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let output = run(&args);
+        assert!(output.status.success(), "{device}: {}", stderr(&output));
+        let source = Source::new("m", TINY);
+        let graph = allcnnc::front::load(&source).expect("model");
+        let plan = allcnnc::back::plan::lower(&graph, None);
+        let checkpoint =
+            Checkpoint::load(&plan, &out.join("checkpoint.safetensors")).expect("checkpoint");
+        momenta.push((plan, checkpoint.momentum));
+    }
+    let (plan, cpu) = &momenta[0];
+    let emulated = &momenta[1].1;
+    for ((spec, a), b) in plan.params().iter().zip(emulated).zip(cpu) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{}: no update on the cpu", spec.name);
+        let error = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            error <= 1e-4 * scale,
+            "momentum of {}: largest difference {error} vs largest value {scale}",
+            spec.name
+        );
+    }
+}

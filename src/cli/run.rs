@@ -26,7 +26,11 @@ use std::time::Instant;
 pub enum Device {
     Cpu,
     Cuda,
+    /// CUDA when a driver is present, else the CPU
     Auto,
+    /// The generated CUDA kernels on host threads (slow; checks the GPU
+    /// code path without a GPU, same weights and dropout masks as `cpu`)
+    Emulator,
 }
 
 #[derive(Args)]
@@ -75,7 +79,8 @@ pub enum InitArg {
 
 /// Picks the executor for `device`: `cuda` generates the fused CUDA program
 /// of the plan and loads it (an error without a driver), `auto` takes CUDA
-/// when a driver is present and falls back to the CPU otherwise, saying so.
+/// when a driver is present and falls back to the CPU otherwise, saying so;
+/// `emulator` builds the same program for host threads.
 pub fn executor(
     plan: Plan,
     seed: u64,
@@ -102,6 +107,15 @@ pub fn executor(
                 cpu_executor(plan, seed)
             }
         },
+        Device::Emulator => {
+            if !runtime::cuda::emulator::compiler_present() {
+                return Err("--device emulator: no C++20 compiler found to build the generated kernels for the host (install g++, or name one in $CXX)".to_string().into());
+            }
+            let program = back::cuda::generate_with(&plan, precision);
+            let exec = runtime::cuda::PlanExecutor::emulated(plan, program, seed)
+                .map_err(|err| format!("cannot create the emulator: {err}"))?;
+            Ok(Box::new(exec))
+        }
         Device::Auto | Device::Cpu => {
             if device == Device::Auto {
                 eprintln!("device: auto -> cpu (no CUDA driver found)");

@@ -190,6 +190,15 @@ impl<D: Device> PlanExecutor<D> {
 
     fn reserve(&mut self, n: usize) -> Result<()> {
         if n > self.capacity {
+            if let (max, Some(kernel)) = self.device_plan.max_batch() {
+                if n as u64 > max {
+                    return Err(BackendError::Device(format!(
+                        "a batch of {n} is more than this model's kernels can index: {} ({}) takes at most {max} images (32-bit indices)",
+                        kernel.name,
+                        kernel.layers.join(", ")
+                    )));
+                }
+            }
             // The running sums live in per-image buffers: keep them.
             let sums = self.read_sums()?;
             self.carried.loss_sum += sums.loss_sum;

@@ -168,9 +168,12 @@ struct allcnnc_any_ptr {
     operator T*() const { return static_cast<T*>(p); }
 };
 
+// `independent`: the kernel has no shared memory, so its blocks need no
+// barrier between them (each thread walks every block in the same order, so
+// a __syncthreads still meets all threads in the same block).
 extern "C" int allcnnc_emu_run(void (*kernel)(void**), void** args, unsigned gx, unsigned gy,
                                unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                               unsigned shared_bytes) {
+                               unsigned shared_bytes, int independent) {
     std::vector<float> dynamic_shared(shared_bytes / 4 + 1);
     allcnnc_emu_dynamic_shared = dynamic_shared.data();
     gridDim = {gx, gy, gz};
@@ -188,7 +191,9 @@ extern "C" int allcnnc_emu_run(void (*kernel)(void**), void** args, unsigned gx,
                         blockIdx = {x, y, z};
                         kernel(args);
                         // The next block reuses the shared arrays.
-                        barrier.arrive_and_wait();
+                        if (!independent) {
+                            barrier.arrive_and_wait();
+                        }
                     }
                 }
             }
@@ -338,6 +343,7 @@ type Runner = unsafe extern "C" fn(
     u32,
     u32,
     u32,
+    i32,
 ) -> i32;
 
 /// Host memory and the emulated module.
@@ -345,6 +351,8 @@ pub struct HostDevice {
     /// Allocations by address, in 8-byte words (aligned for f64).
     memory: HashMap<u64, Vec<u64>>,
     kernels: Vec<Option<Trampoline>>,
+    /// Per kernel: no shared memory, so no barrier between its blocks.
+    independent: Vec<bool>,
     runner: Runner,
     _library: libloading::Library,
 }
@@ -374,9 +382,16 @@ impl HostDevice {
                     .map(|symbol| *symbol)
             })
             .collect();
+        let independent = program
+            .plan
+            .kernels
+            .iter()
+            .map(|kernel| kernel.static_shared_bytes == 0 && kernel.dynamic_shared_bytes == 0)
+            .collect();
         Ok(Self {
             memory: HashMap::new(),
             kernels,
+            independent,
             runner,
             _library: library,
         })
@@ -456,6 +471,7 @@ impl Device for HostDevice {
                 by,
                 bz,
                 dims.shared_bytes,
+                i32::from(self.independent[kernel]),
             );
         }
         Ok(())

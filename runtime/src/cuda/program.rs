@@ -92,11 +92,25 @@ pub struct Grid {
 
 impl Grid {
     /// The grid dimensions for a batch of `n` images.
+    /// Callers keep `n` within [`Grid::max_batch`].
     pub fn dims(&self, n: u64) -> (u32, u32, u32) {
         let x = self.x_items.at(n).div_ceil(self.x_items_per_block.max(1));
-        (x.clamp(1, u32::MAX as u64) as u32, self.y, self.z)
+        (x.clamp(1, MAX_ITEMS) as u32, self.y, self.z)
+    }
+
+    /// The largest batch whose items along x fit a signed 32-bit index:
+    /// the kernels index a batch's rows (`n` x pixels) with `int`, and
+    /// CUDA's grid stops at 2^31 - 1 blocks along x.
+    pub fn max_batch(&self) -> u64 {
+        match self.x_items.per_image {
+            0 => MAX_ITEMS,
+            per_image => MAX_ITEMS.saturating_sub(self.x_items.fixed) / per_image,
+        }
     }
 }
+
+/// Most items (and blocks) along a grid's x: 2^31 - 1.
+pub const MAX_ITEMS: u64 = i32::MAX as u64;
 
 /// What a kernel computes, for the report and for people reading the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +271,18 @@ pub struct DevicePlan {
     pub layers: Vec<LayerIo>,
 }
 
+impl DevicePlan {
+    /// The largest batch every kernel can take ([`Grid::max_batch`]), and
+    /// the kernel that sets it.
+    pub fn max_batch(&self) -> (u64, Option<&KernelSpec>) {
+        self.kernels
+            .iter()
+            .map(|kernel| (kernel.grid.max_batch(), Some(kernel)))
+            .min_by_key(|(n, _)| *n)
+            .unwrap_or((MAX_ITEMS, None))
+    }
+}
+
 /// The generated source and its plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
@@ -266,7 +292,30 @@ pub struct Program {
 
 #[cfg(test)]
 mod tests {
-    use super::KernelRole;
+    use super::{Extent, Grid, KernelRole, MAX_ITEMS};
+
+    #[test]
+    fn max_batch_keeps_rows_within_32_bits() {
+        let grid = Grid {
+            x_items: Extent {
+                per_image: 15_625,
+                fixed: 7,
+            },
+            x_items_per_block: 128,
+            y: 1,
+            z: 1,
+        };
+        let max = grid.max_batch();
+        assert!(grid.x_items.at(max) <= MAX_ITEMS);
+        assert!(grid.x_items.at(max + 1) > MAX_ITEMS);
+        // Past it, CUDA's limit rather than a wrapped count.
+        assert_eq!(grid.dims(u64::MAX / 20_000).0 as u64, MAX_ITEMS);
+        let fixed = Grid {
+            x_items: Extent::fixed(1000),
+            ..grid
+        };
+        assert_eq!(fixed.max_batch(), MAX_ITEMS);
+    }
 
     #[test]
     fn role_names_are_the_plan_json_spelling() {

@@ -272,8 +272,18 @@ fn tile(rows_nominal: u64, cols: u64) -> (u64, u64) {
     (tm, tn)
 }
 
-fn shared_bytes(tm: u64, tn: u64) -> u32 {
-    (4 * TILE_K * (16 * tm + 1 + 16 * tn + 1)) as u32
+/// Static shared memory of a GEMM kernel with `16 tm x 16 tn` tiles: the
+/// fp32 templates hold `As[BK][BM + 1]` and `Bs[BK][BN + 1]`, the
+/// tensor-core ones `As[BM][BK + 4]` and `Bs[BK][BN + 8]` (fp32 in both
+/// TF32 and BF16: operands are rounded when fragments load). Checked
+/// against ptxas's report by tests/cuda_codegen.rs.
+fn shared_bytes(precision: Precision, tm: u64, tn: u64) -> u32 {
+    let (bm, bn) = (16 * tm, 16 * tn);
+    let floats = match precision {
+        Precision::Fp32 => TILE_K * (bm + 1) + TILE_K * (bn + 1),
+        Precision::Tf32 | Precision::Bf16 => bm * (TILE_K + 4) + TILE_K * (bn + 8),
+    };
+    (4 * floats) as u32
 }
 
 struct Gen<'a> {
@@ -826,7 +836,7 @@ impl<'a> Gen<'a> {
                     y: (o.c as u64).div_ceil(16 * tn) as u32,
                     z: 1,
                 },
-                shared_bytes(tm, tn),
+                shared_bytes(self.precision, tm, tn),
                 0,
                 Extent::per_image(2 * macs + epilogue * out_len),
                 Extent {
@@ -899,7 +909,7 @@ impl<'a> Gen<'a> {
                     y: (i.c as u64).div_ceil(16 * btn) as u32,
                     z: 1,
                 },
-                shared_bytes(btm, btn),
+                shared_bytes(self.precision, btm, btn),
                 0,
                 Extent::per_image(2 * macs),
                 Extent {
@@ -955,7 +965,7 @@ impl<'a> Gen<'a> {
                     y: (o.c as u64).div_ceil(16 * wtn) as u32,
                     z: splits as u32,
                 },
-                shared_bytes(wtm, wtn),
+                shared_bytes(self.precision, wtm, wtn),
                 0,
                 Extent::per_image(2 * macs + if bias { out_len } else { 0 }),
                 Extent {
