@@ -218,6 +218,63 @@ fn wide_gradients_match_cpu(dev: Dev) {
 }
 test_device!(wide_gradients_match_cpu);
 
+/// Random networks whose every weight tensor is longer than the longest
+/// fixed launch of the generator (the reduction's 264 x 256 = 67,584
+/// threads): 64 to 96 input channels, one or two 3x3 convs of 120 to 200
+/// channels (any stride, padding, activation), a 1x1 class conv to 350 to
+/// 500 classes; checked as [`matches_cpu`] does (`PROPTEST_CASES`, default
+/// 3: each case builds its own emulated module).
+fn wide_random_shapes_match_cpu(dev: Dev) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
+    let conv = (120usize..200, 1usize..3, prop::bool::ANY, prop::bool::ANY).prop_map(
+        |(width, stride, same, leaky)| {
+            format!(
+                "conv {width} 3x3 stride={stride} pad={} act={}",
+                if same { "same" } else { "1" },
+                if leaky { "leaky(0.1)" } else { "relu" }
+            )
+        },
+    );
+    let model = (
+        64usize..96,
+        3usize..7,
+        350usize..500,
+        prop::collection::vec(conv, 1..3),
+    )
+        .prop_map(|(c, hw, classes, convs)| {
+            let mut text =
+                format!("network wide {{\n    input {c}x{hw}x{hw}\n    classes {classes}\n");
+            for conv in convs {
+                text.push_str(&format!("    {conv}\n"));
+            }
+            text.push_str(&format!(
+                "    conv {classes} 1x1 act=none\n    gap\n    softmax\n}}\n"
+            ));
+            text
+        });
+    let config = Config {
+        cases: common::cases(3),
+        failure_persistence: None,
+        max_shrink_iters: 20,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(2),
+        ..Config::default()
+    };
+    let result = TestRunner::new(config).run(&model, |text| {
+        let plan = plan_of(&text);
+        for spec in plan.params().iter().filter(|p| p.dims.len() == 4) {
+            assert!(spec.len() > 67_584, "{}: {} weights", spec.name, spec.len());
+        }
+        matches_cpu(dev, &plan, 13);
+        Ok(())
+    });
+    if let Err(err) = result {
+        panic!("{err}");
+    }
+}
+test_device!(wide_random_shapes_match_cpu);
+
 /// One model on `dev` against the CPU, from the same weights: a training
 /// step's loss and every parameter gradient, then inference, for two batch
 /// sizes. Returns false (having said why) when `dev` is absent here.

@@ -227,7 +227,7 @@ fn step(
     // terms (1/1000 of the largest), not to its own cancelled size.
     let floor = (1e-3 * largest).max(1e-6);
     let mut row = Row {
-        model: plan.name.clone(),
+        model: file.trim_end_matches(".net").to_string(),
         precision: precision.name(),
         batch: n,
         attempts: attempt + 1,
@@ -363,7 +363,7 @@ fn check(file: &str, plan: &Plan, precision: Precision, n: usize) {
         let json = serde_json::to_string(&row).expect("row");
         println!("{json} ({:.1} s)", started.elapsed().as_secs_f64());
         std::fs::write(
-            dir.join(format!("{}-{}.json", plan.name, precision.name())),
+            dir.join(format!("{}-{}.json", file.trim_end_matches(".net"), precision.name())),
             json,
         )
         .expect("parity row");
