@@ -42,6 +42,8 @@ use runtime::cuda::{emulator, PlanExecutor};
 use runtime::plan::Plan;
 use std::path::Path;
 
+mod skip;
+
 fn plan_of(file: &str) -> Plan {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
@@ -363,7 +365,11 @@ fn check(file: &str, plan: &Plan, precision: Precision, n: usize) {
         let json = serde_json::to_string(&row).expect("row");
         println!("{json} ({:.1} s)", started.elapsed().as_secs_f64());
         std::fs::write(
-            dir.join(format!("{}-{}.json", file.trim_end_matches(".net"), precision.name())),
+            dir.join(format!(
+                "{}-{}.json",
+                file.trim_end_matches(".net"),
+                precision.name()
+            )),
             json,
         )
         .expect("parity row");
@@ -392,9 +398,9 @@ fn check_model(file: &str, n: usize, tensor_cores: bool) {
                 check(file, &plan, precision, 1);
             }
         } else {
-            println!(
-                "skipped: {file} in tf32 and bf16 (set ALLCNNC_FULL_SIZE_TENSOR_CORES=1; minutes)"
-            );
+            skip::skip(&format!(
+                "{file} in tf32 and bf16 (set ALLCNNC_FULL_SIZE_TENSOR_CORES=1, as scripts/test.sh does; minutes)"
+            ));
         }
     }
 }

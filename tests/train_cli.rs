@@ -31,14 +31,15 @@ train {
 }
 ";
 
-fn have_data() -> bool {
-    let ok = Path::new(FASHION)
-        .join("train-images-idx3-ubyte.gz")
-        .exists();
-    if !ok {
-        eprintln!("skipped: {FASHION} is missing (apt-get install dataset-fashion-mnist)");
-    }
-    ok
+/// The data set the README's test command installs; a failure that says
+/// how to get it, never a test that passes without running.
+fn require_data() {
+    assert!(
+        Path::new(FASHION)
+            .join("train-images-idx3-ubyte.gz")
+            .exists(),
+        "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
+    );
 }
 
 fn bin() -> Command {
@@ -120,9 +121,7 @@ fn interrupt_after_epochs(args: &[String], out: &Path, lines: usize, signal: &st
 }
 
 fn check_resume(signal: &str) {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
     let whole = dir.path().join("whole");
@@ -181,9 +180,7 @@ fn interrupted_mid_epoch_checkpoints_and_resumes_to_the_same_weights() {
 
 #[test]
 fn train_then_eval_json_and_predict() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
     let run_dir = dir.path().join("run");
@@ -254,9 +251,7 @@ fn train_then_eval_json_and_predict() {
 
 #[test]
 fn data_that_does_not_fit_the_model_names_both_sides() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-cnn-c.net");
     let out = run(&train_args(&model, &dir.path().join("r")));
@@ -268,9 +263,7 @@ fn data_that_does_not_fit_the_model_names_both_sides() {
 
 #[test]
 fn checkpoint_of_another_model_names_the_layer_and_shapes() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
     let run_dir = dir.path().join("run");
@@ -315,9 +308,7 @@ fn checkpoint_of_another_model_names_the_layer_and_shapes() {
 
 #[test]
 fn a_diverging_run_stops_and_names_the_step() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
     let mut args = train_args(&model, &dir.path().join("run"));
@@ -360,12 +351,7 @@ fn missing_data_folder_is_a_clear_error() {
 /// fp32 rounding.
 #[test]
 fn emulator_takes_the_cpu_step() {
-    assert!(
-        Path::new(FASHION)
-            .join("train-images-idx3-ubyte.gz")
-            .exists(),
-        "{FASHION} is missing: apt-get install dataset-fashion-mnist"
-    );
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
     let mut momenta = Vec::new();

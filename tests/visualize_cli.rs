@@ -1,8 +1,8 @@
 //! End-to-end runs of `allcnnc visualize` with a random-weight checkpoint of
 //! a tiny model: the three modes write a PNG and report JSON, bad arguments
 //! give clear errors. The modes that read images use the Fashion-MNIST
-//! test split (Debian package `dataset-fashion-mnist`) and are skipped
-//! without it.
+//! test split (Debian package `dataset-fashion-mnist`) and fail, saying how
+//! to get it, without it.
 
 use allcnnc::diagnostic::Source;
 use runtime::backend::Executor;
@@ -25,14 +25,15 @@ const TINY: &str = "network tiny {
 }
 ";
 
-fn have_data() -> bool {
-    let ok = Path::new(FASHION)
-        .join("t10k-images-idx3-ubyte.gz")
-        .exists();
-    if !ok {
-        eprintln!("skipped: {FASHION} is missing (apt-get install dataset-fashion-mnist)");
-    }
-    ok
+/// The data set the README's test command installs; a failure that says
+/// how to get it, never a test that passes without running.
+fn require_data() {
+    assert!(
+        Path::new(FASHION)
+            .join("train-images-idx3-ubyte.gz")
+            .exists(),
+        "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
+    );
 }
 
 /// Writes the tiny model and a checkpoint of its random initial weights
@@ -89,9 +90,7 @@ fn strings(value: &Value) -> Vec<&str> {
 
 #[test]
 fn top_patches_report_units_images_and_windows() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let (model, weights) = model_and_checkpoint(dir.path());
     let png = dir.path().join("top.png");
@@ -139,9 +138,7 @@ fn top_patches_report_units_images_and_windows() {
 
 #[test]
 fn one_test_image_is_reconstructed_with_every_rule() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let (model, weights) = model_and_checkpoint(dir.path());
     let png = dir.path().join("one.png");

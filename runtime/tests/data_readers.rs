@@ -1,6 +1,9 @@
 //! The data set readers on small crafted files (every error case) and, when
 //! installed, on the real Fashion-MNIST and CIFAR-10 JPEG folders.
 
+#[path = "../../tests/skip/mod.rs"]
+mod skip;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -252,10 +255,10 @@ const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 #[test]
 fn idx_real_fashion_mnist() {
     let dir = Path::new(FASHION);
-    if !dir.is_dir() {
-        eprintln!("note: {FASHION} is absent (Debian package dataset-fashion-mnist); skipped");
-        return;
-    }
+    assert!(
+        dir.is_dir(),
+        "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
+    );
     let start = std::time::Instant::now();
     let train = data::load(dir, Split::Train).unwrap();
     let test = data::load(dir, Split::Test).unwrap();
@@ -620,16 +623,18 @@ fn detect_errors() {
 
 // ---------------------------------------------------------------- real CIFAR-10 JPEG
 
+/// The real CIFAR-10 images, which `scripts/test.sh` unpacks from the
+/// archive beside the repository (`../shared/data/cifar10-jpeg/`) where
+/// there is one; elsewhere the test is a skip named in its summary.
 fn cifar_jpeg_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/cifar10-jpeg");
     if dir.join("train").is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "note: {} is absent (unpack /work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \
-             into data/cifar10-jpeg); skipped",
+        skip::skip(&format!(
+            "{} is absent (unpack cifar10-jpeg.tar.gz into data/cifar10-jpeg)",
             dir.display()
-        );
+        ));
         None
     }
 }
