@@ -48,9 +48,6 @@ if [ ! -d data/cifar10-jpeg/train ] && [ -f "$archive" ]; then
     mv data/cifar10-jpeg.partial data/cifar10-jpeg
 fi
 
-# All-CNN-C's full-size check on emulated tensor cores (tests/full_size.rs).
-export ALLCNNC_FULL_SIZE_TENSOR_CORES=1
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export ALLCNNC_SKIP_LOG="$work/skips"
