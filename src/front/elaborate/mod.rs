@@ -4,11 +4,11 @@
 //! kind, option and value, and builds the [`Graph`] with each layer's span.
 //! Errors are collected, not thrown: one run reports every problem it can.
 //!
-//! The work is split by concern, all of it methods of one [`Elaborator`]:
-//! [`scope`] evaluates constants and expressions, [`expand`] walks statements
-//! through blocks and repeats, [`layers`] checks each layer kind, [`values`]
-//! checks option values, [`recipe`] reads the `train` section, [`args`] hands
-//! out a statement's arguments and [`hints`] suggests spellings.
+//! The work is split by concern, all of it methods of one `Elaborator`:
+//! `scope` evaluates constants and expressions, `expand` walks statements
+//! through blocks and repeats, `layers` checks each layer kind, `values`
+//! checks option values, `recipe` reads the `train` section, `args` hands
+//! out a statement's arguments and `hints` suggests spellings.
 
 mod args;
 mod expand;
