@@ -1,6 +1,6 @@
 //! The CUDA back end: a plan's fused groups to CUDA C and a device plan.
 //!
-//! [`generate`] runs the [`fuse`](crate::passes::fuse) grouping over a
+//! [`generate`] runs the [`fuse`] grouping over a
 //! lowered [`Plan`] and produces a [`Program`]: readable CUDA C (`NAME.cu`,
 //! rendered by [`writer`]) and the [`DevicePlan`] (`NAME.plan.json`) the
 //! runtime's CUDA executor interprets: buffers with their sizes, every
@@ -28,10 +28,11 @@
 //! groups in layer order, floats in shortest round-trip form), so it can be
 //! snapshotted.
 
+pub mod fuse;
 pub mod report;
 pub mod writer;
 
-use crate::passes::fuse::{fuse_plan, FusedGroup, Fusion, GroupKind};
+use fuse::{fuse_plan, FusedGroup, Fusion, GroupKind};
 use runtime::cuda::program::{
     Arg, BufferSpec, DType, DevicePlan, Extent, Grid, KernelRole, KernelSpec, Launch, LayerIo,
     ParamSlot, Program,
@@ -149,8 +150,13 @@ pub fn generate(plan: &Plan) -> Program {
 /// Generates the CUDA program of a plan with the convolution GEMMs in
 /// `precision`.
 pub fn generate_with(plan: &Plan, precision: Precision) -> Program {
-    let fusion = fuse_plan(plan);
-    let (module, mut device_plan) = lower(plan, &fusion, precision);
+    generate_fused(plan, &fuse_plan(plan), precision)
+}
+
+/// Generates the CUDA program of a plan from its grouping (`fusion` must be
+/// [`fuse_plan`] of `plan`), for callers that also show the groups.
+pub fn generate_fused(plan: &Plan, fusion: &Fusion, precision: Precision) -> Program {
+    let (module, mut device_plan) = lower(plan, fusion, precision);
     let source = writer::render(&module);
     device_plan.source_sha256 = sha256_hex(source.as_bytes());
     Program {
