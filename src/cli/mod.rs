@@ -4,6 +4,7 @@
 //! diagnostics to stderr; a failing command exits with status 1 and never
 //! panics on bad input.
 
+pub mod precision;
 pub mod run;
 pub mod visualize;
 
@@ -13,6 +14,7 @@ use crate::front;
 use crate::ir::Graph;
 use crate::passes::{self, PassManager};
 use clap::{Parser, Subcommand, ValueEnum};
+use precision::PrecisionArg;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -76,7 +78,7 @@ pub enum Command {
         arch: String,
         /// Arithmetic of the convolutions (forward and gradients): fp32 CUDA cores, or tensor cores with TF32 or BF16 inputs (fp32 accumulation)
         #[arg(long, value_enum, default_value = "fp32")]
-        precision: back::cuda::Precision,
+        precision: PrecisionArg,
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
     Train(run::TrainArgs),
@@ -129,7 +131,7 @@ pub fn main() -> ExitCode {
                 report,
                 verify,
                 arch,
-                precision,
+                precision: precision.into(),
             },
         ),
         Command::Train(args) => run::train(&args),

@@ -121,7 +121,7 @@ pub struct Module {
 /// Arithmetic of the convolution GEMMs (forward, gradient of the input,
 /// gradient of the weights). Everything else (bias, activations, pools,
 /// the head, the SGD update) is fp32 in every mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// fp32 FMA on the CUDA cores.
     #[default]
