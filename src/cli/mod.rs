@@ -4,6 +4,7 @@
 //! diagnostics to stderr; a failing command exits with status 1 and never
 //! panics on bad input.
 
+pub mod precision;
 pub mod run;
 pub mod visualize;
 
@@ -13,6 +14,7 @@ use crate::front;
 use crate::ir::Graph;
 use crate::passes::{self, PassManager};
 use clap::{Parser, Subcommand, ValueEnum};
+use precision::PrecisionArg;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -76,7 +78,7 @@ pub enum Command {
         arch: String,
         /// Arithmetic of the convolutions (forward and gradients): fp32 CUDA cores, or tensor cores with TF32 or BF16 inputs (fp32 accumulation)
         #[arg(long, value_enum, default_value = "fp32")]
-        precision: back::cuda::Precision,
+        precision: PrecisionArg,
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
     Train(run::TrainArgs),
@@ -129,7 +131,7 @@ pub fn main() -> ExitCode {
                 report,
                 verify,
                 arch,
-                precision,
+                precision: precision.into(),
             },
         ),
         Command::Train(args) => run::train(&args),
@@ -302,19 +304,38 @@ fn variant_word(to: Variant) -> &'static str {
     }
 }
 
+/// The name `graph --after` accepts for the CUDA back end's grouping, listed
+/// after the passes.
+const FUSE: &str = "fuse";
+
 fn graph(file: &Path, format: GraphFormat, after: Option<&str>) -> CliResult {
     let (source, mut graph) = load(file)?;
-    if let Some(name) = after {
-        let Some(pass) = passes::by_name(name) else {
-            return Err(format!(
-                "unknown pass `{name}`; passes: {}",
-                passes::PASS_NAMES.join(", ")
-            )
-            .into());
-        };
-        // `load` already ran the analysis passes; a rewrite runs now, and the
-        // graph is shown as it was right after it.
-        if !matches!(name, "shapes" | "stats") {
+    match after {
+        // `load` already ran the analysis passes: the graph is as it was
+        // right after them.
+        None | Some("shapes" | "stats") => {}
+        // Grouping into kernels belongs to the CUDA back end and leaves the
+        // graph as it is; it runs here as a check of the analysed graph.
+        Some(FUSE) => {
+            if let Err(diags) = back::cuda::fuse::fuse(&graph) {
+                let diags: Vec<_> = diags
+                    .into_iter()
+                    .map(|diag| diag.note(format!("found by the `{FUSE}` pass")))
+                    .collect();
+                emit_stderr(&source, &diags);
+                return Err(Failure::Reported);
+            }
+            graph = graph.compacted();
+        }
+        // A rewrite runs now, and the graph is shown as it was right after it.
+        Some(name) => {
+            let Some(pass) = passes::by_name(name) else {
+                return Err(format!(
+                    "unknown pass `{name}`; passes: {}, {FUSE}",
+                    passes::PASS_NAMES.join(", ")
+                )
+                .into());
+            };
             let mut pm = PassManager::derive(pass);
             pm.dump_after(name);
             if let Err(diags) = pm.run(&mut graph) {
@@ -357,8 +378,9 @@ fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResult {
     };
     let summary = back::summary::summarize(&graph);
     let plan = back::plan::lower(&graph, Some(&source));
-    let fusion = passes::fuse::fuse_plan(&plan);
-    let program = back::cuda::generate_with(&plan, options.precision);
+    // One grouping serves both the program and the report.
+    let fusion = back::cuda::fuse::fuse_plan(&plan);
+    let program = back::cuda::generate_fused(&plan, &fusion, options.precision);
     let written = [
         write(
             format!("{}.ir.json", graph.name),

@@ -4,6 +4,7 @@
 //! and checkpoints through the runtime crate, and report with progress bars,
 //! text or JSON. Every failure is an error message and exit status 1.
 
+use super::precision::PrecisionArg;
 use super::{load, CliResult, Failure};
 use crate::back;
 use crate::back::cuda::Precision;
@@ -61,7 +62,7 @@ pub struct TrainArgs {
     pub device: Device,
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    pub precision: PrecisionArg,
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
     pub resume: bool,
@@ -277,7 +278,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let run = RunDir {
         dir: args.out.clone(),
     };
-    let mut exec = executor(plan.clone(), args.seed, args.device, args.precision)?;
+    let mut exec = executor(plan.clone(), args.seed, args.device, args.precision.into())?;
     eprintln!(
         "model {}: {} parameters on {}",
         plan.name,
@@ -402,7 +403,7 @@ pub struct EvalArgs {
     pub device: Device,
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    pub precision: PrecisionArg,
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     #[arg(long)]
@@ -427,8 +428,12 @@ pub fn load_trained(
 }
 
 pub fn eval(args: &EvalArgs) -> CliResult {
-    let (plan, mut exec, checkpoint) =
-        load_trained(&args.file, &args.weights, args.device, args.precision)?;
+    let (plan, mut exec, checkpoint) = load_trained(
+        &args.file,
+        &args.weights,
+        args.device,
+        args.precision.into(),
+    )?;
     let mut test = load_split(&args.data, Split::Test, args.limit)?;
     check_fit(&plan, &test, &args.data)?;
     if let Some(preprocess) = &checkpoint.preprocess {
@@ -548,7 +553,7 @@ pub struct BenchArgs {
     pub device: Device,
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    pub precision: PrecisionArg,
     /// Timed training steps (after 2 warm-up steps)
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -564,7 +569,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     let (source, graph) = load(&args.file)?;
     let plan = back::plan::lower(&graph, Some(&source));
     let macs = plan.forward_macs() as f64;
-    let mut exec = executor(plan.clone(), 0, args.device, args.precision)?;
+    let mut exec = executor(plan.clone(), 0, args.device, args.precision.into())?;
     let n = args.batch.max(1);
     // Deterministic pseudo-random inputs: speed does not depend on values.
     let images: Vec<f32> = (0..n * plan.input.len())
@@ -626,7 +631,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         println!(
             "{}",
             serde_json::json!({
-                "model": plan.name, "device": device, "precision": args.precision.name(), "batch": n, "steps": steps,
+                "model": plan.name, "device": device, "precision": Precision::from(args.precision).name(), "batch": n, "steps": steps,
                 "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
                 "train_gflops": train_gflops, "infer_gflops": infer_gflops,
                 "forward_macs_per_image": macs, "kernels": kernels,

@@ -4,12 +4,13 @@
 //! preserves. Analysis passes ([`shapes`], [`stats`]) fill in fields; rewrite
 //! passes ([`strided`], [`allconv`], [`convpool`]) change the model (they are
 //! not output-preserving: they derive another network, as the paper does).
-//! [`fuse`] is neither: it groups layers into kernels for the CUDA back end
-//! and leaves the graph as it is; it is not part of the analysis pipeline.
+//!
+//! Invariant: nothing here imports `crate::back`. Grouping layers into
+//! kernels is the CUDA back end's business (`back::cuda::fuse`); the command
+//! line accepts `graph --after fuse` and runs that grouping as a check.
 
 pub mod allconv;
 pub mod convpool;
-pub mod fuse;
 pub mod shapes;
 pub mod stats;
 pub mod strided;
@@ -26,7 +27,7 @@ pub trait Pass {
 }
 
 /// Every pass by name, in the order they are listed in `--help`.
-pub const PASS_NAMES: &[&str] = &["shapes", "stats", "strided", "allconv", "convpool", "fuse"];
+pub const PASS_NAMES: &[&str] = &["shapes", "stats", "strided", "allconv", "convpool"];
 
 /// Looks a pass up by name.
 pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
@@ -36,7 +37,6 @@ pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
         "strided" => Box::new(strided::Strided),
         "allconv" => Box::new(allconv::AllConv),
         "convpool" => Box::new(convpool::ConvPool),
-        "fuse" => Box::new(fuse::Fuse),
         _ => return None,
     })
 }

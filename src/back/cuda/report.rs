@@ -7,7 +7,7 @@
 //! ptxas reported per kernel: registers, static shared memory (plus the
 //! dynamic shared memory the plan asks for), stack and spills.
 
-use crate::passes::fuse::{Fusion, GroupKind};
+use super::fuse::{Fusion, GroupKind};
 use runtime::cuda::nvrtc::{self, Compiled, NvrtcError};
 use runtime::cuda::program::{DevicePlan, Program};
 use std::fmt::Write;

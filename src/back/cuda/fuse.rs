@@ -1,11 +1,11 @@
-//! `fuse`: groups layers into the kernels a GPU back end launches.
+//! Grouping layers into the kernels the CUDA back end launches.
 //!
-//! Contract: changes nothing in the graph (output-preserving by
-//! construction); it computes a [`Fusion`], a list of [`FusedGroup`]s over
-//! the layer chain, which the CUDA back end turns into kernels. Needs shapes
-//! (error E0601 otherwise). Not part of the analysis pipeline: only back ends
-//! that launch kernels ask for it (`allcnnc graph --after fuse` runs it as a
-//! check).
+//! Contract: reads the plan and changes nothing; it computes a [`Fusion`],
+//! a list of [`FusedGroup`]s over the layer chain, which the generator turns
+//! into kernels. This is a back-end decision, not a pass over the IR: it
+//! works on the lowered [`Plan`], and the IR's passes never see it.
+//! [`fuse`] is the graph-level entry point (it needs shapes, error E0601
+//! otherwise); `allcnnc graph --after fuse` runs it as a check.
 //!
 //! Forward grouping rules, applied left to right:
 //! - `conv` with its bias and activation is one group; the bias add and the
@@ -29,25 +29,11 @@
 //! their switches. The update is one launch over one flat buffer holding
 //! every parameter ([`UpdateGroup`]).
 
-use super::Pass;
 use crate::back;
 use crate::diagnostic::Diagnostic;
 use crate::ir::Graph;
 use runtime::plan::{Activation, Op, Plan};
 use serde::Serialize;
-
-pub struct Fuse;
-
-impl Pass for Fuse {
-    fn name(&self) -> &'static str {
-        "fuse"
-    }
-
-    fn run(&self, graph: &mut Graph) -> Result<bool, Vec<Diagnostic>> {
-        fuse(graph)?;
-        Ok(false)
-    }
-}
 
 /// What a group computes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

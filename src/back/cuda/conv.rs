@@ -1,0 +1,558 @@
+//! Emitter of conv groups (`[dropout] conv [+ bias] [+ activation]`): three
+//! implicit-GEMM kernels sharing one struct of constants.
+//!
+//! - `NAME_forward`: the conv with bias and activation as its epilogue and
+//!   the input dropout applied where it loads its input;
+//! - `NAME_backward_data`: the gradient at the group's input, with the
+//!   activation's mask (ReLU rule as an argument) applied on load and the
+//!   dropout's mask in the epilogue;
+//! - `NAME_backward_weights`: split-K partial sums of the weight and bias
+//!   gradients, which `allcnnc_reduce_splits` adds in a fixed order.
+//!
+//! Invariant: the three kernels see the same [`ConvGroup`], so their
+//! buffers, tiles and dropout arguments agree by construction.
+
+use super::fuse::FusedGroup;
+use super::generator::Gen;
+use super::text::{act_code, act_text, c_float, window_text};
+use super::tiling::{shared_bytes, tile, weight_splits, NOMINAL_BATCH, TILE_K};
+use super::{param, Constants, Item, KernelDef, Param, Precision};
+use runtime::cuda::program::{Arg, DType, Extent, Grid, KernelRole, Launch};
+use runtime::plan::{Activation, Op, Shape, Window};
+
+/// Whether a conv's backward pass needs its pre-activation (a negative
+/// slope flips signs; see runtime::cpu::activation).
+fn keeps_pre(act: Activation) -> bool {
+    matches!(act, Activation::LeakyRelu { slope } if slope < 0.0)
+}
+
+/// What a conv group's kernels share: shapes, tiles, buffers and arguments.
+struct ConvGroup<'a> {
+    id: &'a str,
+    layers: &'a [usize],
+    refs: String,
+    conv_idx: usize,
+    /// The layer index of the input dropout, if the group has one.
+    dropout_idx: Option<usize>,
+    input_dropout: Option<f32>,
+    layer_name: String,
+    i: Shape,
+    o: Shape,
+    window: Window,
+    act: Activation,
+    bias: bool,
+    keep_pre: bool,
+    geometry: String,
+    /// Per-thread tiles of the forward, backward-data and backward-weights
+    /// GEMMs.
+    forward_tile: (u64, u64),
+    data_tile: (u64, u64),
+    weights_tile: (u64, u64),
+    splits: u64,
+    /// Rows of the weight matrix: window taps times input channels.
+    rows_w: u64,
+    weight_len: u64,
+    macs: u64,
+    in_len: u64,
+    out_len: u64,
+    /// The group's input (before the dropout), its output, and the buffer
+    /// the backward kernels read the activation's mask from.
+    x: Arg,
+    y_name: String,
+    pre_name: String,
+    f_name: String,
+    weight: Arg,
+    bias_arg: Arg,
+}
+
+impl ConvGroup<'_> {
+    /// The dropout's key and mode, for kernels of a group with a dropout.
+    fn dropout_params(&self, params: &mut Vec<Param>) {
+        if let Some(d) = self.dropout_idx {
+            params.push(param("u64", "drop_key", Arg::DropoutKey { layer: d }));
+            params.push(param("int", "training", Arg::Training));
+        }
+    }
+
+    /// The dropout arguments of a prelude call.
+    fn dropout_call(&self) -> &'static str {
+        if self.dropout_idx.is_some() {
+            "drop_key, training"
+        } else {
+            "0ULL, 0"
+        }
+    }
+}
+
+impl Gen<'_> {
+    /// The forward, backward and visualisation kernels of a conv group;
+    /// returns its training backward launches.
+    pub fn conv(
+        &mut self,
+        id: &str,
+        group: &FusedGroup,
+        act: Activation,
+        bias: bool,
+        input_dropout: Option<f32>,
+        first_param_layer: usize,
+    ) -> Vec<Launch> {
+        let conv = self.conv_group(id, group, act, bias, input_dropout);
+        self.push_conv_constants(&conv);
+        if conv.keep_pre {
+            self.layout.add(
+                &conv.pre_name,
+                DType::F32,
+                Extent::per_image(conv.o.len() as u64),
+                format!("pre-activation of {}", conv.layer_name),
+            );
+        }
+        self.conv_forward(&conv);
+        let backward_data = self.conv_backward_data(&conv);
+        self.add_visual(conv.conv_idx, backward_data);
+        let mut backward = self.conv_backward_weights(&conv);
+        if conv.conv_idx > first_param_layer {
+            backward.push(self.launch(backward_data));
+        }
+        backward
+    }
+
+    /// Shapes, tiles, split-K count and buffers of a conv group; grows the
+    /// split-K buffer to hold its partial sums.
+    fn conv_group<'a>(
+        &mut self,
+        id: &'a str,
+        group: &'a FusedGroup,
+        act: Activation,
+        bias: bool,
+        input_dropout: Option<f32>,
+    ) -> ConvGroup<'a> {
+        let plan = self.plan;
+        let conv_idx = *group
+            .layers
+            .last()
+            .expect("a conv group ends with its conv");
+        let dropout_idx = input_dropout.map(|_| group.layers[0]);
+        let layer = &plan.layers[conv_idx];
+        let Op::Conv { window, .. } = layer.op else {
+            unreachable!("the last layer of a conv group is a conv");
+        };
+        let (i, o) = (layer.in_shape, layer.out_shape);
+        let taps = (window.kh * window.kw) as u64;
+        let rows_w = taps * i.c as u64;
+        let weights_tile = tile(rows_w, o.c as u64);
+        let (wtm, wtn) = weights_tile;
+        let w_tiles = rows_w.div_ceil(16 * wtm) * (o.c as u64).div_ceil(16 * wtn);
+        let splits = weight_splits(w_tiles, NOMINAL_BATCH * (o.h * o.w) as u64);
+        let weight_len = rows_w * o.c as u64;
+        self.partials_len = self.partials_len.max(splits * (weight_len + o.c as u64));
+        let keep_pre = keeps_pre(act);
+        let y_name = self.layout.act[conv_idx + 1].clone();
+        let pre_name = format!("{}.pre", layer.name);
+        let f_name = if keep_pre {
+            pre_name.clone()
+        } else {
+            y_name.clone()
+        };
+        let (_, _, refs) = self.layer_refs(&group.layers);
+        ConvGroup {
+            id,
+            layers: &group.layers,
+            refs,
+            conv_idx,
+            dropout_idx,
+            input_dropout,
+            layer_name: layer.name.clone(),
+            i,
+            o,
+            window,
+            act,
+            bias,
+            keep_pre,
+            geometry: format!("{id}_geometry"),
+            forward_tile: tile(NOMINAL_BATCH * (o.h * o.w) as u64, o.c as u64),
+            data_tile: tile(NOMINAL_BATCH * (i.h * i.w) as u64, i.c as u64),
+            weights_tile,
+            splits,
+            rows_w,
+            weight_len,
+            macs: o.len() as u64 * rows_w,
+            in_len: i.len() as u64,
+            out_len: o.len() as u64,
+            x: Arg::buffer(self.layout.act[dropout_idx.unwrap_or(conv_idx)].clone()),
+            y_name,
+            pre_name,
+            f_name,
+            weight: Arg::Buffer {
+                name: "params".into(),
+                offset: self.layout.param_offset(&format!("{}.weight", layer.name)),
+            },
+            bias_arg: Arg::Buffer {
+                name: "params".into(),
+                offset: self.layout.param_offset(&format!("{}.bias", layer.name)),
+            },
+        }
+    }
+
+    /// The struct of compile-time constants the three kernels instantiate.
+    fn push_conv_constants(&mut self, conv: &ConvGroup) {
+        let ConvGroup {
+            id, i, o, window, ..
+        } = *conv;
+        let (act_name, slope) = act_code(conv.act);
+        let int = |v: usize| v.to_string();
+        let [(tm, tn), (btm, btn), (wtm, wtn)] =
+            [conv.forward_tile, conv.data_tile, conv.weights_tile];
+        self.items.push(Item::Constants(Constants {
+            name: conv.geometry.clone(),
+            comment: vec![format!(
+                "{id}: conv {} -> {}, window {}, {}{}",
+                i,
+                o,
+                window_text(&window),
+                if conv.bias { "bias, " } else { "" },
+                act_text(conv.act),
+            )],
+            fields: vec![
+                ("int", "IH", int(i.h)),
+                ("int", "IW", int(i.w)),
+                ("int", "IC", int(i.c)),
+                ("int", "OH", int(o.h)),
+                ("int", "OW", int(o.w)),
+                ("int", "OC", int(o.c)),
+                ("int", "KH", int(window.kh)),
+                ("int", "KW", int(window.kw)),
+                ("int", "SH", int(window.stride_h)),
+                ("int", "SW", int(window.stride_w)),
+                ("int", "PT", int(window.pad.top)),
+                ("int", "PL", int(window.pad.left)),
+                ("int", "ACT", act_name.to_string()),
+                ("float", "SLOPE", c_float(slope)),
+                ("bool", "BIAS", conv.bias.to_string()),
+                ("bool", "DROPOUT", conv.input_dropout.is_some().to_string()),
+                (
+                    "float",
+                    "DROP_P",
+                    c_float(conv.input_dropout.unwrap_or(0.0)),
+                ),
+                ("bool", "KEEP_PRE", conv.keep_pre.to_string()),
+                ("int", "TM", tm.to_string()),
+                ("int", "TN", tn.to_string()),
+                ("int", "BTM", btm.to_string()),
+                ("int", "BTN", btn.to_string()),
+                ("int", "WTM", wtm.to_string()),
+                ("int", "WTN", wtn.to_string()),
+            ],
+        }));
+    }
+
+    /// `NAME_forward`, launched by training and inference.
+    fn conv_forward(&mut self, conv: &ConvGroup) {
+        let ConvGroup {
+            id,
+            i,
+            o,
+            window,
+            act,
+            bias,
+            keep_pre,
+            in_len,
+            out_len,
+            ..
+        } = *conv;
+        let (tm, tn) = conv.forward_tile;
+        let mut params = vec![
+            param("const float* __restrict__", "x", conv.x.clone()),
+            param("const float* __restrict__", "w", conv.weight.clone()),
+        ];
+        if bias {
+            params.push(param(
+                "const float* __restrict__",
+                "b",
+                conv.bias_arg.clone(),
+            ));
+        }
+        params.push(param(
+            "float* __restrict__",
+            "y",
+            Arg::buffer(conv.y_name.clone()),
+        ));
+        if keep_pre {
+            params.push(param(
+                "float* __restrict__",
+                "pre",
+                Arg::buffer(conv.pre_name.clone()),
+            ));
+        }
+        params.push(param("int", "n", Arg::Batch));
+        conv.dropout_params(&mut params);
+        let epilogue = u64::from(bias) + u64::from(!matches!(act, Activation::None));
+        let weight_bytes = 4 * (conv.weight_len + if bias { o.c as u64 } else { 0 });
+        let dropout_text = conv
+            .input_dropout
+            .map(|p| format!("; input dropout p={p:?} applied on load"))
+            .unwrap_or_default();
+        let forward = self.add_kernel(KernelDef {
+            spec: self.spec(
+                &format!("{id}_forward"),
+                KernelRole::Forward,
+                id,
+                conv.layers,
+                Grid {
+                    x_items: Extent::per_image((o.h * o.w) as u64),
+                    x_items_per_block: 16 * tm,
+                    y: (o.c as u64).div_ceil(16 * tn) as u32,
+                    z: 1,
+                },
+                shared_bytes(self.precision, tm, tn),
+                0,
+                Extent::per_image(2 * conv.macs + epilogue * out_len),
+                Extent {
+                    per_image: 4 * (in_len + out_len * (1 + u64::from(keep_pre))),
+                    fixed: weight_bytes,
+                },
+            ),
+            comment: vec![
+                format!("{id}_forward: {}", conv.refs),
+                format!(
+                    "conv {} -> {}, window {}, + {}{}{dropout_text}",
+                    i,
+                    o,
+                    window_text(&window),
+                    if bias { "bias + " } else { "" },
+                    act_text(act)
+                ),
+                self.gemm_text(tm, tn),
+            ],
+            body: self.gemm_call(
+                "conv_forward",
+                &conv.geometry,
+                &format!(
+                    "x, w, {}, y, {}, n, {}",
+                    if bias { "b" } else { "nullptr" },
+                    if keep_pre { "pre" } else { "nullptr" },
+                    conv.dropout_call()
+                ),
+            ),
+            params,
+            min_blocks: 2,
+        });
+        self.schedule
+            .forward_and_infer(conv.conv_idx, self.launch(forward));
+        if let Some(d) = conv.dropout_idx {
+            // At inference the dropout is the identity: its output is its input.
+            self.schedule.infer_launches[d] = self.schedule.infer.len() - 1;
+        }
+    }
+
+    /// `NAME_backward_data` (training and visualisation); returns its index.
+    fn conv_backward_data(&mut self, conv: &ConvGroup) -> usize {
+        let ConvGroup {
+            id,
+            i,
+            act,
+            in_len,
+            out_len,
+            ..
+        } = *conv;
+        let (btm, btn) = conv.data_tile;
+        let grad_out = self.layout.grad[conv.conv_idx + 1].clone();
+        let grad_in = self.layout.grad[conv.dropout_idx.unwrap_or(conv.conv_idx)].clone();
+        let mut params = vec![
+            param("const float* __restrict__", "dy", Arg::buffer(grad_out)),
+            param(
+                "const float* __restrict__",
+                "f",
+                Arg::buffer(conv.f_name.clone()),
+            ),
+            param("const float* __restrict__", "w", conv.weight.clone()),
+            param("float* __restrict__", "dx", Arg::buffer(grad_in)),
+            param("int", "n", Arg::Batch),
+        ];
+        conv.dropout_params(&mut params);
+        params.push(param("int", "rule", Arg::Rule));
+        self.add_kernel(KernelDef {
+            spec: self.spec(
+                &format!("{id}_backward_data"),
+                KernelRole::BackwardData,
+                id,
+                conv.layers,
+                Grid {
+                    x_items: Extent::per_image((i.h * i.w) as u64),
+                    x_items_per_block: 16 * btm,
+                    y: (i.c as u64).div_ceil(16 * btn) as u32,
+                    z: 1,
+                },
+                shared_bytes(self.precision, btm, btn),
+                0,
+                Extent::per_image(2 * conv.macs),
+                Extent {
+                    per_image: 4 * (2 * out_len + in_len),
+                    fixed: 4 * conv.weight_len,
+                },
+            ),
+            comment: vec![
+                format!("{id}_backward_data: {}", conv.refs),
+                format!(
+                    "gradient at the input; {} mask applied on load with the ReLU rule `rule`{}",
+                    act_text(act),
+                    if conv.dropout_idx.is_some() {
+                        "; the input dropout's mask applied in the epilogue (training)"
+                    } else {
+                        ""
+                    }
+                ),
+                self.gemm_text(btm, btn),
+            ],
+            body: self.gemm_call(
+                "conv_backward_data",
+                &conv.geometry,
+                &format!("dy, f, w, dx, n, {}, rule", conv.dropout_call()),
+            ),
+            params,
+            min_blocks: 2,
+        })
+    }
+
+    /// `NAME_backward_weights` and the reductions of its splits into the
+    /// gradient buffer: the group's first training backward launches.
+    fn conv_backward_weights(&mut self, conv: &ConvGroup) -> Vec<Launch> {
+        let ConvGroup {
+            id,
+            o,
+            act,
+            bias,
+            splits,
+            weight_len,
+            in_len,
+            out_len,
+            ..
+        } = *conv;
+        let (wtm, wtn) = conv.weights_tile;
+        let grad_out = self.layout.grad[conv.conv_idx + 1].clone();
+        let mut params = vec![
+            param("const float* __restrict__", "x", conv.x.clone()),
+            param("const float* __restrict__", "dy", Arg::buffer(grad_out)),
+            param(
+                "const float* __restrict__",
+                "f",
+                Arg::buffer(conv.f_name.clone()),
+            ),
+            param(
+                "float* __restrict__",
+                "partials",
+                Arg::buffer("wgrad.partials"),
+            ),
+            param("int", "n", Arg::Batch),
+        ];
+        conv.dropout_params(&mut params);
+        let backward_weights = self.add_kernel(KernelDef {
+            spec: self.spec(
+                &format!("{id}_backward_weights"),
+                KernelRole::BackwardWeights,
+                id,
+                conv.layers,
+                Grid {
+                    x_items: Extent::fixed(conv.rows_w),
+                    x_items_per_block: 16 * wtm,
+                    y: (o.c as u64).div_ceil(16 * wtn) as u32,
+                    z: splits as u32,
+                },
+                shared_bytes(self.precision, wtm, wtn),
+                0,
+                Extent::per_image(2 * conv.macs + if bias { out_len } else { 0 }),
+                Extent {
+                    per_image: 4 * (in_len + 2 * out_len),
+                    fixed: 4 * splits * (weight_len + o.c as u64),
+                },
+            ),
+            comment: vec![
+                format!("{id}_backward_weights: {}", conv.refs),
+                format!(
+                    "gradient of the weights{}; {} mask applied on load; split-K over the batch's output pixels ({splits} splits, gridDim.z)",
+                    if bias { " and the bias" } else { "" },
+                    act_text(act)
+                ),
+                self.gemm_text(wtm, wtn),
+            ],
+            body: self.gemm_call(
+                "conv_backward_weights",
+                &conv.geometry,
+                &format!("x, dy, f, partials, n, {}", conv.dropout_call()),
+            ),
+            params,
+            min_blocks: 2,
+        });
+        let mut backward = vec![self.launch(backward_weights)];
+        backward.push(
+            self.reduce_launch(
+                0,
+                self.layout
+                    .param_offset(&format!("{}.weight", conv.layer_name)),
+                weight_len,
+                splits,
+            ),
+        );
+        if bias {
+            backward.push(
+                self.reduce_launch(
+                    splits * weight_len,
+                    self.layout
+                        .param_offset(&format!("{}.bias", conv.layer_name)),
+                    o.c as u64,
+                    splits,
+                ),
+            );
+        }
+        backward
+    }
+
+    /// A launch of `allcnnc_reduce_splits` adding `splits` partial sums of
+    /// `len` values from `source_offset` into the gradients at `target`.
+    fn reduce_launch(&self, source_offset: u64, target: usize, len: u64, splits: u64) -> Launch {
+        Launch {
+            kernel: self.reduce_kernel,
+            args: vec![
+                Arg::Buffer {
+                    name: "wgrad.partials".into(),
+                    offset: source_offset as usize,
+                },
+                Arg::Buffer {
+                    name: "grads".into(),
+                    offset: target,
+                },
+                Arg::Int(len as i32),
+                Arg::Int(splits as i32),
+            ],
+        }
+    }
+
+    /// The comment line describing a GEMM kernel of `16 tm x 16 tn` tiles.
+    fn gemm_text(&self, tm: u64, tn: u64) -> String {
+        match self.precision {
+            Precision::Fp32 => format!(
+                "implicit GEMM, fp32, {}x{}x{TILE_K} shared-memory tiles, {tm}x{tn} outputs per thread",
+                16 * tm,
+                16 * tn
+            ),
+            p => format!(
+                "implicit GEMM on tensor cores (mma.sync {}, fp32 accumulation), {}x{}x{TILE_K} shared-memory tiles, 8 warps of {}x{}",
+                if p == Precision::Tf32 { "m16n8k8 tf32" } else { "m16n8k16 bf16" },
+                16 * tm,
+                16 * tn,
+                4 * tm,
+                8 * tn
+            ),
+        }
+    }
+
+    /// The call of prelude GEMM template `name` (fp32) or `name_mma`.
+    fn gemm_call(&self, name: &str, geometry: &str, args: &str) -> String {
+        match self.precision {
+            Precision::Fp32 => format!("allcnnc::{name}<{geometry}>({args});"),
+            p => format!(
+                "allcnnc::{name}_mma<{geometry}, allcnnc::PREC_{}>({args});",
+                p.name().to_uppercase()
+            ),
+        }
+    }
+}
