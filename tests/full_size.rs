@@ -363,7 +363,11 @@ fn check(file: &str, plan: &Plan, precision: Precision, n: usize) {
         let json = serde_json::to_string(&row).expect("row");
         println!("{json} ({:.1} s)", started.elapsed().as_secs_f64());
         std::fs::write(
-            dir.join(format!("{}-{}.json", file.trim_end_matches(".net"), precision.name())),
+            dir.join(format!(
+                "{}-{}.json",
+                file.trim_end_matches(".net"),
+                precision.name()
+            )),
             json,
         )
         .expect("parity row");
