@@ -70,12 +70,28 @@ fn visualize(model: &Path, weights: &Path, out: &Path, extra: &[&str]) -> Output
         .expect("run allcnnc")
 }
 
-/// The JSON on stdout of a successful run, after checking the PNG decodes.
+/// The JSON on stdout of a successful run, after checking the PNG decodes
+/// and, where the font is installed, has its title drawn (dark ink in the
+/// first text line, right of the margin).
 fn success(out: &Output, png: &Path) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "allcnnc failed: {stderr}");
-    let image = image::open(png).expect("the figure is a PNG");
+    let image = image::open(png).expect("the figure is a PNG").to_luma8();
     assert!(image.width() >= 84 && image.height() >= 84);
+    if runtime::draw::font_available() {
+        let line = runtime::draw::line_height(20.0) as u32;
+        let ink = (12..12 + line)
+            .flat_map(|y| (12..image.width()).map(move |x| (x, y)))
+            .filter(|&(x, y)| image.get_pixel(x, y)[0] < 100)
+            .count();
+        assert!(ink > 100, "{ink} dark pixels in the title line");
+        let margin = (0..12).flat_map(|y| (0..image.width()).map(move |x| (x, y)));
+        assert!(margin
+            .into_iter()
+            .all(|(x, y)| image.get_pixel(x, y)[0] == 255));
+    } else {
+        assert!(stderr.contains("no DejaVu Sans font found"), "{stderr}");
+    }
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 

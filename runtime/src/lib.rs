@@ -5,11 +5,13 @@
 //! - [`cpu`]: the CPU backend (kernels and the executor);
 //! - [`cuda`]: the CUDA backend (generated kernels run through the driver API);
 //! - [`data`]: data set readers, preprocessing and augmentation;
+//! - [`draw`]: the font and text of every labelled PNG (curves, figures);
 //! - [`train`]: the training loop, evaluation, checkpoints and curves.
 
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
+pub mod draw;
 pub mod plan;
 pub mod train;

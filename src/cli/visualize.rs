@@ -32,7 +32,7 @@ use crate::vis::display::{image_tile, max_abs, signal_tile, MIN_SIDE_ONE_IMAGE_P
 use crate::vis::field::{receptive_fields, ReceptiveField, Window};
 use crate::vis::figure::{render, Cell, Grid, Group, Row};
 use crate::vis::search::{reconstruct, Hit, Search, SeedValue, Unit};
-use crate::vis::{rule_name, RULES};
+use crate::vis::{rule_name, rule_title, RULES};
 use clap::{Args, ValueEnum};
 use runtime::backend::Executor;
 use runtime::data::{self, Dataset, Split};
@@ -241,6 +241,11 @@ pub fn visualize(args: &VisualizeArgs) -> CliResult {
     } else {
         top_patches(&mut model, &rules, args)?
     };
+    if !runtime::draw::font_available() {
+        eprintln!(
+            "warning: no DejaVu Sans font found (Debian: fonts-dejavu-core); the figure has no labels"
+        );
+    }
     let canvas = render(&grid);
     canvas.save_png(&args.out)?;
     eprintln!(
@@ -282,7 +287,7 @@ fn headers(first: Option<(&str, usize)>, rules: &[ReluRule], columns: usize) -> 
         })
         .into_iter()
         .chain(rules.iter().map(|&rule| Group {
-            header: rule_name(rule).to_string(),
+            header: rule_title(rule).to_string(),
             columns,
         }))
         .collect()
@@ -376,11 +381,11 @@ fn top_patches(
         title: vec![
             model.title(),
             format!(
-                "top {top} of {} test images per unit: patches (#image, activation), then reconstructions of that activation",
+                "Top {top} of {} test images per unit: patches (#image, activation), then reconstructions of that activation",
                 raw.len()
             ),
         ],
-        groups: headers(Some(("image patches", top)), rules, top),
+        groups: headers(Some(("Image patches", top)), rules, top),
         rows,
     };
     let mut json = model.json_head("top", rules, &args.out);
@@ -510,7 +515,7 @@ fn one_image(
             model.title(),
             format!("{what}: largest activation (red box: its receptive field), reconstructed over the image"),
         ],
-        groups: headers(Some(("image", 1)), rules, 1),
+        groups: headers(Some(("Image", 1)), rules, 1),
         rows,
     };
     let mut json = model.json_head("image", rules, &args.out);
@@ -592,7 +597,7 @@ fn without_image(
         title: vec![
             model.title(),
             format!(
-                "no input image: unit at the centre ({y},{x}) set to 1, backward pass on the all-zero (mean) input"
+                "No input image: unit at the centre ({y},{x}) set to 1, backward pass on the all-zero (mean) input"
             ),
             "act0: the unit's activation on that input".to_string(),
         ],

@@ -1,7 +1,7 @@
-//! An RGB canvas: rectangles, nearest-neighbour tiles, text in the built-in
-//! [`font`](super::font), and PNG output (greyscale when every pixel is grey).
+//! An RGB canvas: rectangles, nearest-neighbour tiles, text in the font of
+//! [`runtime::draw`] (anti-aliased, blended over the canvas), and PNG output
+//! (greyscale when every pixel is grey).
 
-use super::font::{glyph, ADVANCE, GLYPH_H, GLYPH_W};
 use std::path::Path;
 
 pub type Rgb = [u8; 3];
@@ -54,20 +54,21 @@ impl Canvas {
         self.fill_rect((x + w).saturating_sub(t), y, t, h, c);
     }
 
-    /// Draws `text` with its top-left corner at `(x, y)`, each font pixel a
-    /// `scale x scale` square.
-    pub fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, color: Rgb) {
-        for (i, c) in text.chars().enumerate() {
-            let rows = glyph(c);
-            let left = x + i * ADVANCE * scale;
-            for (row, bits) in rows.iter().enumerate() {
-                for col in 0..GLYPH_W {
-                    if bits >> (GLYPH_W - 1 - col) & 1 == 1 {
-                        self.fill_rect(left + col * scale, y + row * scale, scale, scale, color);
-                    }
-                }
+    /// Draws `text` `size_px` pixels tall with the top of its line at
+    /// `(x, y)` (see [`runtime::draw::draw_text`]); each glyph pixel is
+    /// blended over the canvas by its coverage. Text and background of grey
+    /// colours stay grey.
+    pub fn text(&mut self, x: usize, y: usize, text: &str, size_px: f32, color: Rgb) {
+        runtime::draw::draw_text(x as i32, y as i32, text, size_px, |px, py, coverage| {
+            if px < 0 || py < 0 || px as usize >= self.width || py as usize >= self.height {
+                return;
             }
-        }
+            let pixel = &mut self.pixels[py as usize * self.width + px as usize];
+            for (channel, ink) in pixel.iter_mut().zip(color) {
+                let blended = f32::from(*channel) * (1.0 - coverage) + f32::from(ink) * coverage;
+                *channel = blended.round() as u8;
+            }
+        });
     }
 
     /// Whether every pixel has `r == g == b`.
@@ -93,23 +94,36 @@ impl Canvas {
     }
 }
 
-/// Height in canvas pixels of one line of text at `scale`.
-pub const fn line_height(scale: usize) -> usize {
-    (GLYPH_H + 2) * scale
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn text_draws_the_glyph_bits() {
-        let mut canvas = Canvas::new(12, 16, WHITE);
-        canvas.text(0, 0, "1", 2, BLACK);
-        // `1`: row 0 is `..#..`, so font column 2 -> canvas columns 4 and 5.
-        assert_eq!(canvas.get(4, 0), BLACK);
-        assert_eq!(canvas.get(5, 1), BLACK);
-        assert_eq!(canvas.get(3, 0), WHITE);
+    fn text_is_blended_in_grey_inside_its_line() {
+        if !runtime::draw::font_available() {
+            return;
+        }
+        let (size, text) = (20.0, "Guided Backprop");
+        let (width, height) = (
+            runtime::draw::text_width(text, size),
+            runtime::draw::line_height(size),
+        );
+        let mut canvas = Canvas::new(width + 20, height + 20, WHITE);
+        canvas.text(10, 10, text, size, BLACK);
         assert!(canvas.is_grey());
+        let inked = |x: usize, y: usize| canvas.get(x, y) != WHITE;
+        let ink: Vec<(usize, usize)> = (0..canvas.height)
+            .flat_map(|y| (0..canvas.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| inked(x, y))
+            .collect();
+        assert!(ink.len() > 100, "{} pixels of ink", ink.len());
+        assert!(ink
+            .iter()
+            .all(|&(x, y)| x >= 10 && (10..10 + height).contains(&y)));
+        // Anti-aliased: full ink and partial coverage both occur.
+        assert!(ink.iter().any(|&(x, y)| canvas.get(x, y)[0] < 40));
+        assert!(ink
+            .iter()
+            .any(|&(x, y)| (100..230).contains(&canvas.get(x, y)[0])));
     }
 }

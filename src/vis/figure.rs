@@ -5,13 +5,20 @@
 //! All tiles of a grid are enlarged by one factor ([`scale_for`] of the
 //! largest tile side and the grid's `min_side_px`), so cells line up and the
 //! same input pixel has the same size everywhere.
+//!
+//! Text is set in the font of [`runtime::draw`], case and all, as the caller
+//! wrote it.
 
-use super::canvas::{line_height, Canvas, Rgb, BLACK, WHITE};
+use super::canvas::{Canvas, Rgb, BLACK, WHITE};
 use super::display::{scale_for, Tile, OUTSIDE, OUTSIDE_SQUARE_PX};
-use super::font::text_width;
+use runtime::draw::{line_height, text_width};
 
-/// Text is drawn with font pixels this size.
-const TEXT_SCALE: usize = 2;
+/// Size in pixels of titles, headers, row labels and captions.
+const TEXT_PX: f32 = 20.0;
+/// Size of captions wider than their cell at [`TEXT_PX`].
+const SMALL_TEXT_PX: f32 = 13.0;
+/// Space under a group header: its rule and a gap to the tiles.
+const HEADER_RULE: usize = 4;
 const MARGIN: usize = 12;
 const CELL_GAP: usize = 3;
 const GROUP_GAP: usize = 18;
@@ -50,13 +57,14 @@ pub struct Grid {
     pub rows: Vec<Row>,
 }
 
-/// The scale of the text that fits `width` pixels (2, else 1).
-fn caption_scale(lines: &[String], width: usize) -> usize {
-    let widest = lines.iter().map(|l| text_width(l)).max().unwrap_or(0);
-    if widest * TEXT_SCALE <= width {
-        TEXT_SCALE
+/// The size of caption text that fits `width` pixels ([`TEXT_PX`], else
+/// [`SMALL_TEXT_PX`]).
+fn caption_size(lines: &[String], width: usize) -> f32 {
+    let widest = lines.iter().map(|l| text_width(l, TEXT_PX)).max();
+    if widest.unwrap_or(0) <= width {
+        TEXT_PX
     } else {
-        1
+        SMALL_TEXT_PX
     }
 }
 
@@ -99,7 +107,7 @@ pub fn render(grid: &Grid) -> Canvas {
     let scale = scale_for(side, grid.min_side_px);
     let cell_w = tiles().map(|t| t.w).max().unwrap_or(1) * scale;
     let cell_h = tiles().map(|t| t.h).max().unwrap_or(1) * scale;
-    let text_line = line_height(TEXT_SCALE);
+    let text_line = line_height(TEXT_PX);
     let caption_lines = grid
         .rows
         .iter()
@@ -109,7 +117,7 @@ pub fn render(grid: &Grid) -> Canvas {
     let label_w = grid
         .rows
         .iter()
-        .flat_map(|r| r.label.iter().map(|l| text_width(l) * TEXT_SCALE))
+        .flat_map(|r| r.label.iter().map(|l| text_width(l, TEXT_PX)))
         .max()
         .unwrap_or(0);
 
@@ -124,40 +132,37 @@ pub fn render(grid: &Grid) -> Canvas {
             x += cell_w + CELL_GAP;
         }
         // A group is at least as wide as its header.
-        let end = (x - CELL_GAP).max(start + text_width(&group.header) * TEXT_SCALE);
+        let end = (x - CELL_GAP).max(start + text_width(&group.header, TEXT_PX));
         group_spans.push((start, end));
         x = end + GROUP_GAP;
     }
-    let title_w = grid
-        .title
-        .iter()
-        .map(|t| MARGIN + text_width(t) * TEXT_SCALE);
+    let title_w = grid.title.iter().map(|t| MARGIN + text_width(t, TEXT_PX));
     let width = (x - GROUP_GAP + MARGIN).max(title_w.max().unwrap_or(0) + MARGIN);
     let row_label_h = grid.rows.iter().map(|r| r.label.len()).max().unwrap_or(0) * text_line;
     let row_h = (cell_h + caption_lines * text_line).max(row_label_h) + ROW_GAP;
-    let top = MARGIN + grid.title.len() * text_line + ROW_GAP + text_line;
+    let top = MARGIN + grid.title.len() * text_line + ROW_GAP + text_line + HEADER_RULE;
     let height = top + grid.rows.len() * row_h + MARGIN;
 
     let mut canvas = Canvas::new(width, height, WHITE);
     for (i, line) in grid.title.iter().enumerate() {
-        canvas.text(MARGIN, MARGIN + i * text_line, line, TEXT_SCALE, BLACK);
+        canvas.text(MARGIN, MARGIN + i * text_line, line, TEXT_PX, BLACK);
     }
-    let header_y = top - text_line;
+    let header_y = top - HEADER_RULE - text_line;
     for (group, (start, end)) in grid.groups.iter().zip(&group_spans) {
-        canvas.text(*start, header_y, &group.header, TEXT_SCALE, BLACK);
-        canvas.fill_rect(*start, header_y + text_line - 4, end - start, 2, BLACK);
+        canvas.text(*start, header_y, &group.header, TEXT_PX, BLACK);
+        canvas.fill_rect(*start, header_y + text_line + 1, end - start, 2, BLACK);
     }
     for (r, row) in grid.rows.iter().enumerate() {
         let y = top + r * row_h;
         for (i, line) in row.label.iter().enumerate() {
-            canvas.text(MARGIN, y + i * text_line, line, TEXT_SCALE, BLACK);
+            canvas.text(MARGIN, y + i * text_line, line, TEXT_PX, BLACK);
         }
         for (cell, &x) in row.cells.iter().zip(&columns) {
             draw_tile(&mut canvas, x, y, &cell.tile, scale);
-            let scale_text = caption_scale(&cell.caption, cell_w);
+            let size = caption_size(&cell.caption, cell_w);
             for (i, line) in cell.caption.iter().enumerate() {
-                let line_y = y + cell.tile.h * scale + 3 + i * line_height(scale_text);
-                canvas.text(x, line_y, line, scale_text, CAPTION_COLOR);
+                let line_y = y + cell.tile.h * scale + i * line_height(size);
+                canvas.text(x, line_y, line, size, CAPTION_COLOR);
             }
         }
     }
@@ -178,23 +183,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cells_are_enlarged_and_laid_out_in_groups() {
-        let grid = Grid {
+    /// The second line of the row label, wider than the first.
+    const WIDE: &str = "activation 12.34";
+
+    /// A title, two groups of one column, one row labelled `label`, [`WIDE`].
+    fn grid(label: &str) -> Grid {
+        Grid {
             min_side_px: MIN_SIDE_PX,
-            title: vec!["t".into()],
+            title: vec!["Title".into()],
             groups: vec![
                 Group {
-                    header: "a".into(),
+                    header: "Image".into(),
                     columns: 1,
                 },
                 Group {
-                    header: "b".into(),
+                    header: "Guided backpropagation".into(),
                     columns: 1,
                 },
             ],
             rows: vec![Row {
-                label: vec!["unit 0".into()],
+                label: vec![label.into(), WIDE.into()],
                 cells: vec![
                     Cell {
                         tile: tile(0),
@@ -206,18 +214,83 @@ mod tests {
                     },
                 ],
             }],
-        };
-        let canvas = render(&grid);
+        }
+    }
+
+    /// The top-left corner of the first tile.
+    fn first_tile() -> (usize, usize) {
+        let text_line = line_height(TEXT_PX);
+        let x = MARGIN + text_width(WIDE, TEXT_PX) + GROUP_GAP;
+        let y = MARGIN + text_line + ROW_GAP + text_line + HEADER_RULE;
+        (x, y)
+    }
+
+    /// Whether any pixel of the rectangle differs from white.
+    fn inked(canvas: &Canvas, x: usize, y: usize, w: usize, h: usize) -> bool {
+        (y..y + h).any(|yy| (x..x + w).any(|xx| canvas.get(xx, yy) != WHITE))
+    }
+
+    #[test]
+    fn cells_are_enlarged_and_laid_out_in_groups() {
+        let canvas = render(&grid("unit 0"));
         // 2x2 tiles are enlarged 42 times; the second group starts a group
-        // gap after the first.
+        // gap after the first, whose header is narrower than its tile.
         let scale = scale_for(2, MIN_SIDE_PX);
         assert_eq!(scale, 42);
-        let x0 = MARGIN + text_width("unit 0") * TEXT_SCALE + GROUP_GAP;
-        let y0 = MARGIN + line_height(TEXT_SCALE) + ROW_GAP + line_height(TEXT_SCALE);
+        let (x0, y0) = first_tile();
         assert_eq!(canvas.get(x0, y0), [0; 3]);
         assert_eq!(canvas.get(x0 + 2 * scale - 1, y0 + 2 * scale - 1), [0; 3]);
         let x1 = x0 + 2 * scale + GROUP_GAP;
         assert_eq!(canvas.get(x1, y0), [128; 3]);
         assert_eq!(canvas.get(x1 - 1, y0), WHITE);
+        // The second group is as wide as its header.
+        let header = text_width("Guided backpropagation", TEXT_PX);
+        assert!(header > 2 * scale, "header {header} px");
+        assert_eq!(canvas.width, x1 + header + MARGIN);
+    }
+
+    #[test]
+    fn labels_are_drawn_in_their_areas_with_their_case() {
+        if !runtime::draw::font_available() {
+            return;
+        }
+        let text_line = line_height(TEXT_PX);
+        let canvas = render(&grid("Unit 0"));
+        let (x0, y0) = first_tile();
+        let label_w = text_width("Unit 0", TEXT_PX);
+        // Title, headers and row label have ink; the gaps between them none.
+        assert!(inked(
+            &canvas,
+            MARGIN,
+            MARGIN,
+            text_width("Title", TEXT_PX),
+            text_line
+        ));
+        assert!(!inked(&canvas, 0, 0, canvas.width, MARGIN));
+        let header_y = y0 - HEADER_RULE - text_line;
+        assert!(inked(&canvas, x0, header_y, 84, text_line));
+        assert!(!inked(&canvas, 0, header_y, x0, text_line));
+        assert!(inked(&canvas, MARGIN, y0, label_w, text_line));
+        assert!(!inked(
+            &canvas,
+            MARGIN + label_w + 1,
+            y0,
+            x0 - MARGIN - label_w - 1,
+            text_line
+        ));
+        assert!(inked(&canvas, MARGIN, y0 + text_line, label_w, text_line));
+        // The caption sits under its tile.
+        assert!(inked(&canvas, x0, y0 + 84, 84, text_line));
+        // Upper case is its own glyph: only the label area differs.
+        let lower = render(&grid("unit 0"));
+        assert_eq!((lower.width, lower.height), (canvas.width, canvas.height));
+        let differs: Vec<(usize, usize)> = (0..canvas.height)
+            .flat_map(|y| (0..canvas.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| canvas.get(x, y) != lower.get(x, y))
+            .collect();
+        assert!(!differs.is_empty());
+        assert!(differs
+            .iter()
+            .all(|&(x, y)| x < MARGIN + label_w && (y0..y0 + text_line).contains(&y)));
     }
 }

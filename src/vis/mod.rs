@@ -8,8 +8,8 @@
 //!   of one unit by a backward pass with a [`ReluRule`] through any
 //!   [`Executor`](runtime::backend::Executor);
 //! - [`display`]: the one documented mapping from signals to pixels;
-//! - [`canvas`] and [`font`]: an RGB canvas with a built-in bitmap font, so a
-//!   figure is labelled whatever fonts the machine has;
+//! - [`canvas`]: an RGB canvas; its text is set in the font of
+//!   [`runtime::draw`], the one the training curves use;
 //! - [`figure`]: the labelled grid every figure is drawn as.
 //!
 //! Invariant: nothing here reads files or prints; the command line
@@ -19,7 +19,6 @@ pub mod canvas;
 pub mod display;
 pub mod field;
 pub mod figure;
-pub mod font;
 pub mod search;
 
 use runtime::plan::ReluRule;
@@ -33,5 +32,14 @@ pub fn rule_name(rule: ReluRule) -> &'static str {
         ReluRule::Backprop => "backprop",
         ReluRule::Deconvnet => "deconvnet",
         ReluRule::Guided => "guided",
+    }
+}
+
+/// The name of a rule over a figure's column group, as the paper writes it.
+pub fn rule_title(rule: ReluRule) -> &'static str {
+    match rule {
+        ReluRule::Backprop => "Backpropagation",
+        ReluRule::Deconvnet => "Deconvnet",
+        ReluRule::Guided => "Guided backpropagation",
     }
 }

@@ -1,40 +1,17 @@
 //! `curves.png`: loss and accuracy per epoch, train and test, drawn with
-//! plotters. Text uses DejaVu Sans from the system (Debian's
-//! fonts-dejavu-core); without it the curves are drawn without labels.
+//! plotters. Text is in the font of [`crate::draw`]; without it the curves
+//! are drawn without labels.
 
 use super::EpochMetrics;
+use crate::draw;
 use plotters::prelude::*;
 use std::path::Path;
-use std::sync::OnceLock;
-
-const FONT_PATHS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
-
-/// Registers a sans-serif font once; returns whether one is available.
-pub fn ensure_font() -> bool {
-    static FONT: OnceLock<bool> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        for path in FONT_PATHS {
-            if let Ok(bytes) = std::fs::read(path) {
-                // plotters keeps registered fonts for the whole process.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
 
 pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), String> {
     if history.is_empty() {
         return Ok(());
     }
-    let labels = ensure_font();
+    let labels = draw::font_available();
     let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(550);
@@ -120,7 +97,7 @@ fn panel(
     builder.margin(15);
     if labels {
         builder
-            .caption(caption, ("sans-serif", 20))
+            .caption(caption, (draw::FAMILY, 20))
             .x_label_area_size(35)
             .y_label_area_size(50);
     }
