@@ -20,10 +20,10 @@ use allcnnc::back;
 use allcnnc::back::cuda::Precision;
 use allcnnc::diagnostic::Source;
 use runtime::backend::{Batch, Executor, SgdStep, StepStats};
-use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{driver_present, emulator, CudaExecutor, PlanExecutor};
 use runtime::plan::{Plan, ReluRule};
+use runtime::rng::SplitMix64;
 
 mod common;
 

@@ -36,10 +36,10 @@ use allcnnc::back;
 use allcnnc::back::cuda::Precision;
 use allcnnc::diagnostic::{render_plain, Source};
 use runtime::backend::{Batch, Executor, SgdStep};
-use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{emulator, PlanExecutor};
 use runtime::plan::Plan;
+use runtime::rng::SplitMix64;
 use std::path::Path;
 
 fn plan_of(file: &str) -> Plan {
@@ -363,7 +363,11 @@ fn check(file: &str, plan: &Plan, precision: Precision, n: usize) {
         let json = serde_json::to_string(&row).expect("row");
         println!("{json} ({:.1} s)", started.elapsed().as_secs_f64());
         std::fs::write(
-            dir.join(format!("{}-{}.json", file.trim_end_matches(".net"), precision.name())),
+            dir.join(format!(
+                "{}-{}.json",
+                file.trim_end_matches(".net"),
+                precision.name()
+            )),
             json,
         )
         .expect("parity row");

@@ -5,6 +5,7 @@
 //! - [`cpu`]: the CPU backend (kernels and the executor);
 //! - [`cuda`]: the CUDA backend (generated kernels run through the driver API);
 //! - [`data`]: data set readers, preprocessing and augmentation;
+//! - [`rng`]: the SplitMix64 streams every random decision draws from;
 //! - [`train`]: the training loop, evaluation, checkpoints and curves.
 
 pub mod backend;
@@ -12,4 +13,5 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod plan;
+pub mod rng;
 pub mod train;

@@ -20,12 +20,12 @@ use super::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_pool_backward, global_avg_pool_forward,
     max_pool_backward, max_pool_forward, PoolGeometry,
 };
-use super::rng::{derive_key, SplitMix64};
 use super::softmax::{cross_entropy, softmax_backward, softmax_forward};
 use crate::backend::{
     check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
 };
 use crate::plan::{Activation, Op, ParamSpec, Plan, ReluRule, Shape};
+use crate::rng::{derive_key, SplitMix64};
 
 /// Images per forward pass of [`Executor::infer`] when no larger batch has
 /// been seen (bounds the activation memory of a large inference call).

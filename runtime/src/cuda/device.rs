@@ -23,9 +23,9 @@ use crate::backend::{
     check_batch, check_images, BackendError, Batch, Executor, Forwarded, KernelTime, Result,
     SgdStep, StepStats,
 };
-use crate::cpu::rng::derive_key;
 use crate::cpu::CpuExecutor;
 use crate::plan::{Plan, ReluRule};
+use crate::rng::derive_key;
 
 /// Images per forward pass of [`Executor::infer`] when no larger batch has
 /// been seen.

@@ -407,7 +407,7 @@ impl Trainer<'_> {
 /// The dropout seed of one step: a function of the run seed and the global
 /// step only, so resumed runs draw the same masks.
 pub fn dropout_seed(seed: u64, step: u64) -> u64 {
-    crate::cpu::rng::mix64(
+    crate::rng::mix64(
         seed ^ step
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(0xD1B5_4A32_D192_ED03),
