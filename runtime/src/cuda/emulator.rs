@@ -21,8 +21,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::device::{Device, LaunchDims, PlanExecutor, Value};
-use super::executor::{cache_dir, sha256_hex};
+use super::driver::{cache_dir, sha256_hex};
+use super::plan_executor::{Device, LaunchDims, PlanExecutor, Value};
 use super::program::{Arg, Program};
 use crate::backend::{BackendError, Result};
 use crate::plan::Plan;
@@ -430,7 +430,7 @@ impl Device for HostDevice {
             .memory
             .get_mut(&address)
             .ok_or_else(|| BackendError::Device(format!("no allocation at {address:#x}")))?;
-        let bytes = super::device::as_bytes_mut(words.as_mut_slice());
+        let bytes = super::plan_executor::as_bytes_mut(words.as_mut_slice());
         if data.len() > bytes.len() {
             return Err(BackendError::Device("upload past a buffer's end".into()));
         }
@@ -479,7 +479,7 @@ impl Device for HostDevice {
 
     fn download(&self, address: u64, out: &mut [u8]) -> Result<()> {
         let words = self.words(address)?;
-        let bytes = super::device::as_bytes(words.as_slice());
+        let bytes = super::plan_executor::as_bytes(words.as_slice());
         if out.len() > bytes.len() {
             return Err(BackendError::Device("download past a buffer's end".into()));
         }
