@@ -731,6 +731,25 @@ fn cuda_without_a_driver_is_an_error() {
     );
 }
 
+/// The emulator rewrites the prelude's dynamic shared-memory declaration;
+/// a source without it is refused, not built into kernels that would read
+/// through an undefined symbol.
+#[test]
+fn emulator_refuses_a_source_without_the_dynamic_shared_declaration() {
+    let plan = plan_of(MODELS[0]);
+    let mut program = back::cuda::generate(&plan);
+    assert!(emulator::translation_unit(&program).is_ok());
+    program.source = program
+        .source
+        .replace("extern __shared__ float head_shared[];", "");
+    let err = emulator::translation_unit(&program).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("extern __shared__ float head_shared[];"),
+        "unexpected error: {err}"
+    );
+}
+
 /// `set_profiling` times every launch of a training step and an update, in
 /// schedule order, with the code generator's FLOP and byte counts for the
 /// batch; nothing is recorded once it is off. The CPU has no kernels of its

@@ -2,8 +2,8 @@
 //!
 //! The generated `.cu` is plain CUDA C++ over a small prelude, so with a
 //! header that defines the CUDA built-ins (`threadIdx`, `__syncthreads`,
-//! `__shared__`, ...) the system's C++ compiler builds it into a shared
-//! library. A launch runs the grid's blocks one after the other, each with
+//! `__shared__`, ...; `emulator_shim.h`, put before the source) the
+//! system's C++ compiler builds it into a shared library. A launch runs the grid's blocks one after the other, each with
 //! one OS thread per CUDA thread; `__syncthreads` is a `std::barrier`, and
 //! `__shared__` arrays become function statics (one block runs at a time,
 //! so all threads of the running block share them, as on a GPU). Launches
@@ -34,184 +34,33 @@ pub type EmulatedExecutor = PlanExecutor<HostDevice>;
 pub const CXX_ENV: &str = "CXX";
 
 /// The CUDA built-ins on top of C++20 threads.
-const SHIM: &str = r#"// allcnnc emulator shim: CUDA built-ins for a host build.
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstddef>
-#include <cstring>
-#include <thread>
-#include <vector>
+const SHIM: &str = include_str!("emulator_shim.h");
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static
-
-struct allcnnc_uint3 {
-    unsigned x, y, z;
-};
-static thread_local allcnnc_uint3 threadIdx;
-static thread_local allcnnc_uint3 blockIdx;
-static allcnnc_uint3 blockDim;
-static allcnnc_uint3 gridDim;
-static std::barrier<>* allcnnc_emu_barrier = nullptr;
-static float* allcnnc_emu_dynamic_shared = nullptr;
-
-inline void __syncthreads() { allcnnc_emu_barrier->arrive_and_wait(); }
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-using std::exp;
-using std::log;
-
-// Tensor cores. mma.sync is warp-wide: each lane posts its fragment
-// registers, the block meets at the barrier (every thread of a block reaches
-// each mma, as all lanes of a warp must on the GPU), each lane computes its
-// own four D elements from its warp's posted registers with the PTX ISA's
-// fragment layouts, and a second barrier frees the slots for the next mma.
-struct allcnnc_emu_mma_slot {
-    unsigned a[4];
-    unsigned b[2];
-};
-static allcnnc_emu_mma_slot allcnnc_emu_mma_slots[1024];
-
-inline float allcnnc_emu_bits(unsigned u) {
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-}
-
-// cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away.
-inline unsigned allcnnc_emu_to_tf32(float v) {
-    unsigned u;
-    std::memcpy(&u, &v, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) {
-        u += 0x1000u;
-    }
-    return u & 0xffffe000u;
-}
-
-// cvt.rn.bf16 of one value (round to nearest even), as the top 16 bits.
-inline unsigned allcnnc_emu_bf16(float v) {
-    unsigned u;
-    std::memcpy(&u, &v, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0) {
-        return 0x7fc0u;
-    }
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-inline unsigned allcnnc_emu_to_bf16x2(float lo, float hi) {
-    return allcnnc_emu_bf16(lo) | (allcnnc_emu_bf16(hi) << 16);
-}
-
-// D (16 x 8) += A (16 x K) * B (K x 8); `a_at(row, k)` and `b_at(k, col)`
-// read the posted fragments of this warp.
-template <int K, class A, class B>
-inline void allcnnc_emu_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
-                            A a_at, B b_at) {
-    const unsigned lane = threadIdx.x % 32, base = threadIdx.x - lane;
-    auto& mine = allcnnc_emu_mma_slots[threadIdx.x];
-    std::copy(a, a + 4, mine.a);
-    std::copy(b, b + 2, mine.b);
-    allcnnc_emu_barrier->arrive_and_wait();
-    const int g = lane / 4, t = lane % 4;
-    for (int r = 0; r < 4; ++r) {
-        const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
-        float sum = d[r];
-        for (int k = 0; k < K; ++k) {
-            sum += a_at(allcnnc_emu_mma_slots + base, row, k) *
-                   b_at(allcnnc_emu_mma_slots + base, k, col);
-        }
-        d[r] = sum;
-    }
-    allcnnc_emu_barrier->arrive_and_wait();
-}
-
-// m16n8k8 tf32: A(row, k) in lane (row % 8) * 4 + k % 4, register
-// (row >= 8) + 2 (k >= 4); B(k, col) in lane col * 4 + k % 4, register k >= 4.
-inline void allcnnc_emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    allcnnc_emu_mma<8>(
-        d, a, b,
-        [](const allcnnc_emu_mma_slot* s, int row, int k) {
-            return allcnnc_emu_bits(s[(row % 8) * 4 + k % 4].a[(row >= 8) + 2 * (k >= 4)]);
-        },
-        [](const allcnnc_emu_mma_slot* s, int k, int col) {
-            return allcnnc_emu_bits(s[col * 4 + k % 4].b[k >= 4]);
-        });
-}
-
-// m16n8k16 bf16: pairs of consecutive k share a register (lower k in bits
-// 0-15); A(row, k) in lane (row % 8) * 4 + (k % 8) / 2, register
-// (row >= 8) + 2 (k >= 8); B(k, col) in lane col * 4 + (k % 8) / 2,
-// register k >= 8.
-inline void allcnnc_emu_mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    auto half = [](unsigned reg, int k) { return allcnnc_emu_bits((k % 2 ? reg >> 16 : reg & 0xffffu) << 16); };
-    allcnnc_emu_mma<16>(
-        d, a, b,
-        [&](const allcnnc_emu_mma_slot* s, int row, int k) {
-            return half(s[(row % 8) * 4 + (k % 8) / 2].a[(row >= 8) + 2 * (k >= 8)], k);
-        },
-        [&](const allcnnc_emu_mma_slot* s, int k, int col) {
-            return half(s[col * 4 + (k % 8) / 2].b[k >= 8], k);
-        });
-}
-
-// Converts to any pointer type: the trampolines' pointer arguments.
-struct allcnnc_any_ptr {
-    void* p;
-    template <class T>
-    operator T*() const { return static_cast<T*>(p); }
-};
-
-// `independent`: the kernel has no shared memory, so its blocks need no
-// barrier between them (each thread walks every block in the same order, so
-// a __syncthreads still meets all threads in the same block).
-extern "C" int allcnnc_emu_run(void (*kernel)(void**), void** args, unsigned gx, unsigned gy,
-                               unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                               unsigned shared_bytes, int independent) {
-    std::vector<float> dynamic_shared(shared_bytes / 4 + 1);
-    allcnnc_emu_dynamic_shared = dynamic_shared.data();
-    gridDim = {gx, gy, gz};
-    blockDim = {bx, by, bz};
-    const unsigned threads = bx * by * bz;
-    std::barrier<> barrier(threads);
-    allcnnc_emu_barrier = &barrier;
-    std::vector<std::thread> workers;
-    for (unsigned t = 0; t < threads; ++t) {
-        workers.emplace_back([&, t] {
-            threadIdx = {t % bx, (t / bx) % by, t / (bx * by)};
-            for (unsigned z = 0; z < gz; ++z) {
-                for (unsigned y = 0; y < gy; ++y) {
-                    for (unsigned x = 0; x < gx; ++x) {
-                        blockIdx = {x, y, z};
-                        kernel(args);
-                        // The next block reuses the shared arrays.
-                        if (!independent) {
-                            barrier.arrive_and_wait();
-                        }
-                    }
-                }
-            }
-        });
-    }
-    for (auto& worker : workers) {
-        worker.join();
-    }
-    return 0;
-}
-"#;
+/// The prelude's declaration of the head's dynamic shared memory, and what
+/// the emulator puts in its place.
+///
+/// C++ has no `extern` array bound at launch time, and the shim's
+/// `__shared__` is `static`, which `extern` contradicts; so the one dynamic
+/// shared array is rewritten into a pointer to the shim's per-launch buffer.
+/// The rewrite is on the source text because the generated `.cu` is the CUDA
+/// back end's output, which must stay as the GPU needs it: when the prelude
+/// stops declaring exactly this line, [`translation_unit`] fails rather than
+/// build kernels that would read through an undefined symbol.
+const DYNAMIC_SHARED: (&str, &str) = (
+    "extern __shared__ float head_shared[];",
+    "float* head_shared = allcnnc_emu_dynamic_shared;",
+);
 
 /// The C++ translation unit of a program: shim, source, trampolines.
-pub fn translation_unit(program: &Program) -> String {
-    let source = program.source.replace(
-        "extern __shared__ float head_shared[];",
-        "float* head_shared = allcnnc_emu_dynamic_shared;",
-    );
+pub fn translation_unit(program: &Program) -> Result<String> {
+    let (declaration, replacement) = DYNAMIC_SHARED;
+    if !program.source.contains(declaration) {
+        return Err(BackendError::Device(format!(
+            "the emulator cannot build `{}`: its source lacks `{declaration}`, the dynamic shared memory the emulator maps onto its own buffer",
+            program.plan.model
+        )));
+    }
+    let source = program.source.replace(declaration, replacement);
     let mut unit = String::with_capacity(SHIM.len() + source.len() + 4096);
     unit.push_str(SHIM);
     unit.push_str(&source);
@@ -253,7 +102,7 @@ pub fn translation_unit(program: &Program) -> String {
             name = kernel.name
         );
     }
-    unit
+    Ok(unit)
 }
 
 /// Whether the C++ compiler can be run.
@@ -287,7 +136,7 @@ fn compiler_flags() -> Vec<&'static str> {
 
 /// Builds (or finds in the cache) the shared library of a program.
 fn build(program: &Program) -> Result<PathBuf> {
-    let unit = translation_unit(program);
+    let unit = translation_unit(program)?;
     let flags = compiler_flags();
     let key = sha256_hex(format!("{} {}\n{unit}", compiler(), flags.join(" ")).as_bytes());
     let dir = cache_dir().join("emulator");
