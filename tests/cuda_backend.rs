@@ -20,10 +20,10 @@ use allcnnc::back;
 use allcnnc::back::cuda::Precision;
 use allcnnc::diagnostic::Source;
 use runtime::backend::{Batch, Executor, SgdStep, StepStats};
-use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{driver_present, emulator, CudaExecutor, PlanExecutor};
 use runtime::plan::{Plan, ReluRule};
+use runtime::rng::SplitMix64;
 
 mod common;
 mod skip;
@@ -741,6 +741,25 @@ fn cuda_without_a_driver_is_an_error() {
     let err = CudaExecutor::new(plan.clone(), back::cuda::generate(&plan), 0).unwrap_err();
     assert!(
         err.to_string().contains("no CUDA driver found"),
+        "unexpected error: {err}"
+    );
+}
+
+/// The emulator rewrites the prelude's dynamic shared-memory declaration;
+/// a source without it is refused, not built into kernels that would read
+/// through an undefined symbol.
+#[test]
+fn emulator_refuses_a_source_without_the_dynamic_shared_declaration() {
+    let plan = plan_of(MODELS[0]);
+    let mut program = back::cuda::generate(&plan);
+    assert!(emulator::translation_unit(&program).is_ok());
+    program.source = program
+        .source
+        .replace("extern __shared__ float head_shared[];", "");
+    let err = emulator::translation_unit(&program).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("extern __shared__ float head_shared[];"),
         "unexpected error: {err}"
     );
 }

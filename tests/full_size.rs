@@ -37,10 +37,10 @@ use allcnnc::back;
 use allcnnc::back::cuda::Precision;
 use allcnnc::diagnostic::{render_plain, Source};
 use runtime::backend::{Batch, Executor, SgdStep};
-use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{emulator, PlanExecutor};
 use runtime::plan::Plan;
+use runtime::rng::SplitMix64;
 use std::path::Path;
 
 fn plan_of(file: &str) -> Plan {

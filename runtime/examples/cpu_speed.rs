@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use runtime::backend::{Batch, Executor, SgdStep};
 use runtime::cpu::conv::{ConvAlgorithm, ConvBackward, ConvForward, ConvGeometry};
-use runtime::cpu::rng::SplitMix64;
 use runtime::cpu::CpuExecutor;
 use runtime::plan::{Activation, Op, Padding, Plan, ReluRule, Shape, Window};
+use runtime::rng::SplitMix64;
 
 fn conv_op(out_channels: usize, k: usize, stride: usize, pad: usize) -> Op {
     Op::Conv {

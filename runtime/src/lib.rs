@@ -6,6 +6,7 @@
 //! - [`cuda`]: the CUDA backend (generated kernels run through the driver API);
 //! - [`data`]: data set readers, preprocessing and augmentation;
 //! - [`draw`]: the font and text of every labelled PNG (curves, figures);
+//! - [`rng`]: the SplitMix64 streams every random decision draws from;
 //! - [`train`]: the training loop, evaluation, checkpoints and curves.
 
 pub mod backend;
@@ -14,4 +15,5 @@ pub mod cuda;
 pub mod data;
 pub mod draw;
 pub mod plan;
+pub mod rng;
 pub mod train;

@@ -328,7 +328,7 @@ mod cpu {
         let plan = small_pool_net(8, 8, 2);
         let mut exec = executor(plan, 11);
         let n = 32;
-        let mut rng = runtime::cpu::rng::SplitMix64::new(5);
+        let mut rng = runtime::rng::SplitMix64::new(5);
         let mut first_loss = None;
         let mut last = (0.0, 0);
         for step in 0..40 {

@@ -3,8 +3,8 @@
 //! differences and small plans built by hand.
 #![allow(dead_code)]
 
-use runtime::cpu::rng::SplitMix64;
 use runtime::plan::{Activation, Op, Padding, Plan, Shape, Window};
+use runtime::rng::SplitMix64;
 
 /// `len` values uniform in `[-1, 1)`, from a seeded stream.
 pub fn random_vec(seed: u64, len: usize) -> Vec<f32> {

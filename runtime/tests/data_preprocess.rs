@@ -176,7 +176,7 @@ fn mean_std_standardises_each_channel() {
         classes: 1,
         class_names: vec!["x".into()],
     };
-    let preprocess = Preprocess::fit(PreprocessKind::MeanStd, &data).unwrap();
+    let preprocess = Preprocess::fit(PreprocessKind::Normalize, &data).unwrap();
     let Method::MeanStd { mean, std } = &preprocess.method else {
         panic!("not mean-std")
     };

@@ -30,7 +30,7 @@ fn cifar10_jpeg_load_and_gcn_zca_fit() {
     eprintln!("apply GCN + ZCA to 50,000 images: {:.2?}", start.elapsed());
 
     let start = Instant::now();
-    let mean_std = Preprocess::fit(PreprocessKind::MeanStd, &train).unwrap();
+    let mean_std = Preprocess::fit(PreprocessKind::Normalize, &train).unwrap();
     eprintln!("fit mean-std: {:.2?}", start.elapsed());
     drop(mean_std);
 

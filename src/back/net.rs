@@ -88,7 +88,11 @@ impl Writer {
             self.line(format_args!("warmup {}", t.warmup))?;
         }
         if t.init != Init::default() {
-            self.line(format_args!("init {}", t.init.keyword()))?;
+            let init = match t.init {
+                Init::He => "he",
+                Init::Lsuv => "lsuv",
+            };
+            self.line(format_args!("init {init}"))?;
         }
         self.line(format_args!("epochs {}", t.epochs))?;
         self.line(format_args!("batch {}", t.batch))?;

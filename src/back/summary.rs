@@ -193,7 +193,7 @@ pub fn render_text(summary: &Summary) -> String {
             t.batch,
             t.weight_decay,
             if augment.is_empty() { "none".to_string() } else { augment.join(", ") },
-            t.init.keyword()
+            t.init.name()
         );
     }
     out

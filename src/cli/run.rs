@@ -8,16 +8,14 @@ use super::precision::PrecisionArg;
 use super::{load, CliResult, Failure};
 use crate::back;
 use crate::back::cuda::Precision;
-use crate::ir::training::{Init, Preprocess as RecipePreprocess, Schedule as RecipeSchedule};
-use crate::ir::Training;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::backend::{Batch, Executor, KernelTime, SgdStep};
 use runtime::cpu::CpuExecutor;
-use runtime::data::{self, Augment, Dataset, Preprocess, PreprocessKind, Split};
+use runtime::data::{self, Dataset, Preprocess, PreprocessKind, Split};
 use runtime::plan::Plan;
 use runtime::train::checkpoint::{Checkpoint, Progress};
-use runtime::train::{init, EpochMetrics, Observer, Recipe, RunDir, Schedule, Trainer};
+use runtime::train::{init, EpochMetrics, Init, Observer, Recipe, RunDir, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -185,37 +183,18 @@ fn calibrate(exec: &mut dyn Executor, data: &Dataset) -> Result<(), Failure> {
     Ok(())
 }
 
-fn recipe(training: &Training, args: &TrainArgs) -> Recipe {
-    Recipe {
-        epochs: args.epochs.unwrap_or(training.epochs),
-        batch: args.batch.unwrap_or(training.batch) as usize,
-        lr: args.lr.unwrap_or(training.lr),
-        schedule: match &training.schedule {
-            RecipeSchedule::Constant => Schedule::Constant,
-            RecipeSchedule::Cosine => Schedule::Cosine,
-            RecipeSchedule::Step { gamma, milestones } => Schedule::Step {
-                gamma: *gamma,
-                milestones: milestones.clone(),
-            },
-        },
-        warmup: training.warmup,
-        momentum: training.momentum,
-        nesterov: training.nesterov,
-        weight_decay: training.weight_decay,
-        augment: Augment {
-            flip: training.flip,
-            max_shift: training.translate as usize,
-        },
-        seed: args.seed,
-    }
-}
-
-fn preprocess_kind(p: RecipePreprocess) -> PreprocessKind {
-    match p {
-        RecipePreprocess::None => PreprocessKind::None,
-        RecipePreprocess::Normalize => PreprocessKind::MeanStd,
-        RecipePreprocess::GcnZca => PreprocessKind::GcnZca,
-    }
+/// The file's recipe with the command line's overrides.
+fn recipe(file: Option<&Recipe>, args: &TrainArgs) -> Recipe {
+    let mut recipe = file.cloned().unwrap_or_default();
+    recipe.epochs = args.epochs.unwrap_or(recipe.epochs);
+    recipe.batch = args.batch.unwrap_or(recipe.batch);
+    recipe.lr = args.lr.unwrap_or(recipe.lr);
+    recipe.init = match args.init {
+        Some(InitArg::He) => Init::He,
+        Some(InitArg::Lsuv) => Init::Lsuv,
+        None => recipe.init,
+    };
+    recipe
 }
 
 /// Progress bars on stderr.
@@ -273,8 +252,7 @@ impl Observer for Bars {
 pub fn train(args: &TrainArgs) -> CliResult {
     let (source, graph) = load(&args.file)?;
     let plan = back::plan::lower(&graph, Some(&source));
-    let training = graph.training.clone().unwrap_or_default();
-    let recipe = recipe(&training, args);
+    let recipe = recipe(graph.training.as_ref(), args);
     let run = RunDir {
         dir: args.out.clone(),
     };
@@ -314,7 +292,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
             .unwrap_or_else(|| Preprocess::identity(plan.input));
         (preprocess, progress)
     } else {
-        let kind = preprocess_kind(training.preprocess);
+        let kind = recipe.preprocess;
         let started = Instant::now();
         let preprocess = Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?;
         if kind != PreprocessKind::None {
@@ -340,11 +318,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
     preprocess
         .apply_dataset(&mut test_set)
         .map_err(|e| e.to_string())?;
-    let lsuv = match args.init {
-        Some(choice) => choice == InitArg::Lsuv,
-        None => training.init == Init::Lsuv,
-    };
-    if !args.resume && lsuv {
+    if !args.resume && recipe.init == Init::Lsuv {
         calibrate(exec.as_mut(), &train_set)?;
     }
 
@@ -368,6 +342,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
         test: Arc::new(test_set),
         preprocess,
         recipe,
+        seed: args.seed,
         run,
         stop,
     };

@@ -26,7 +26,9 @@ pub type Span = Range<usize>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(NodeIndex);
 
-/// Padding as written: resolved to explicit amounts by shape inference.
+/// Padding as written. [`Pad::resolve`] is the one place its rules become
+/// explicit amounts (shape inference, lowering to the plan and receptive
+/// fields all call it); the runtime only ever sees [`Padding`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Pad {
     /// `k - 1` zeros in total on each axis, the extra one at the bottom/right:

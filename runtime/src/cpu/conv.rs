@@ -657,8 +657,8 @@ impl GroupShared<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::rng::SplitMix64;
     use crate::plan::Padding;
+    use crate::rng::SplitMix64;
     use std::sync::atomic::Ordering;
 
     fn random(seed: u64, len: usize) -> Vec<f32> {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::rng::{derive_key, SplitMix64};
+use crate::rng::{derive_key, SplitMix64};
 
 /// Training-mode dropout of `n` images of `image_len` values each. `mask`
 /// receives 1 for kept values and 0 for dropped ones.

@@ -20,12 +20,13 @@ use super::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_pool_backward, global_avg_pool_forward,
     max_pool_backward, max_pool_forward, PoolGeometry,
 };
-use super::rng::{derive_key, SplitMix64};
 use super::softmax::{cross_entropy, softmax_backward, softmax_forward};
 use crate::backend::{
     check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
 };
 use crate::plan::{Activation, Op, ParamSpec, Plan, ReluRule, Shape};
+use crate::rng::derive_key;
+use crate::train::init;
 
 /// Images per forward pass of [`Executor::infer`] when no larger batch has
 /// been seen (bounds the activation memory of a large inference call).
@@ -33,9 +34,6 @@ const INFER_BATCH: usize = 128;
 
 /// Values per parallel task of the SGD update.
 const UPDATE_CHUNK: usize = 1 << 14;
-
-/// Key of the parameter-initialisation streams (mixed with the user's seed).
-const INIT_STREAM: u64 = 0x696e_6974; // "init"
 
 /// What one layer runs, with the indices of its parameters.
 #[derive(Debug, Clone)]
@@ -106,46 +104,16 @@ fn invalid_plan(layer: &str, msg: impl std::fmt::Display) -> BackendError {
     BackendError::Device(format!("invalid plan: layer `{layer}`: {msg}"))
 }
 
-/// The standard deviation of the He/Kaiming normal initialiser for a layer
-/// followed by `act`: `gain / sqrt(fan_in)` with gain `sqrt(2)` for a ReLU,
-/// `sqrt(2 / (1 + slope^2))` for a leaky ReLU and 1 without activation.
-fn init_std(act: Activation, fan_in: usize) -> f64 {
-    let gain_sq = match act {
-        Activation::None => 1.0,
-        Activation::Relu => 2.0,
-        Activation::LeakyRelu { slope } => 2.0 / (1.0 + (slope as f64).powi(2)),
-    };
-    (gain_sq / fan_in.max(1) as f64).sqrt()
-}
-
 impl CpuExecutor {
-    /// Instantiates `plan` with freshly initialised parameters: convolution
-    /// weights He-normal (see [`init_std`]), biases zero, momentum zero. The
-    /// values depend only on `seed` and the plan.
+    /// Instantiates `plan` with freshly initialised parameters
+    /// ([`init::he_normal`]: convolution weights He-normal, biases zero) and
+    /// zero momentum. The values depend only on `seed` and the plan.
     pub fn new(plan: Plan, seed: u64) -> Result<Self> {
         let specs = plan.params();
         let kernels = build_kernels(&plan, &specs)?;
         let mut shapes = vec![plan.input];
         shapes.extend(plan.layers.iter().map(|l| l.out_shape));
-        let params = specs
-            .iter()
-            .enumerate()
-            .map(|(idx, spec)| {
-                if spec.dims.len() != 4 {
-                    return vec![0.0; spec.len()];
-                }
-                let act = match &plan.layers[spec.layer].op {
-                    Op::Conv { act, .. } => *act,
-                    _ => Activation::None,
-                };
-                let std = init_std(act, spec.fan_in);
-                let mut rng =
-                    SplitMix64::new(derive_key(derive_key(seed, INIT_STREAM), idx as u64));
-                (0..spec.len())
-                    .map(|_| (rng.next_normal() * std) as f32)
-                    .collect()
-            })
-            .collect();
+        let params = init::he_normal(&plan, seed);
         let zeros: Vec<Vec<f32>> = specs.iter().map(|s| vec![0.0; s.len()]).collect();
         Ok(Self {
             plan,

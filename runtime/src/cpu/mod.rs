@@ -11,7 +11,8 @@
 //!   average pooling;
 //! - [`dropout`]: inverted dropout with seeded masks;
 //! - [`softmax`]: softmax, mean cross-entropy and their gradients;
-//! - [`rng`]: the SplitMix64 streams every random decision draws from;
+//! - [`rng`]: the runtime's SplitMix64 streams ([`crate::rng`], re-exported
+//!   here because the generated CUDA's comments name `runtime::cpu::rng`);
 //! - `matmul`, `scratch`, `simd`: the single-threaded GEMM wrapper,
 //!   per-thread scratch buffers and AVX-512 dispatch of the pointwise loops;
 //! - `executor`: buffers, parameter initialisation, SGD and the
@@ -32,7 +33,7 @@ pub mod dropout;
 mod executor;
 mod matmul;
 pub mod pool;
-pub mod rng;
+pub use crate::rng;
 mod scratch;
 mod simd;
 pub mod softmax;

@@ -2,16 +2,16 @@
 //!
 //! The generated `.cu` is plain CUDA C++ over a small prelude, so with a
 //! header that defines the CUDA built-ins (`threadIdx`, `__syncthreads`,
-//! `__shared__`, ...) the system's C++ compiler builds it into a shared
-//! library. A launch runs the grid's blocks on one worker thread per core;
-//! a block's CUDA threads are fibers on its worker (a user-space context
-//! switch, 8 registers, on x86-64; `ucontext` elsewhere), and
-//! `__syncthreads` hands over from each fiber to the next in a ring, so a
-//! barrier costs a few nanoseconds a thread instead of waking 256 OS
-//! threads. `__shared__` arrays become thread-local statics: a worker runs
-//! one block at a time, so the block's fibers share them, as on a GPU.
-//! Launches are serialised process-wide, since the shim's grid state is
-//! global.
+//! `__shared__`, ...; `emulator_shim.h`, put before the source) the
+//! system's C++ compiler builds it into a shared library. A launch runs the
+//! grid's blocks on one worker thread per core; a block's CUDA threads are
+//! fibers on its worker (a user-space context switch, 8 registers, on
+//! x86-64; `ucontext` elsewhere), and `__syncthreads` hands over from each
+//! fiber to the next in a ring, so a barrier costs a few nanoseconds a
+//! thread instead of waking 256 OS threads. `__shared__` arrays become
+//! thread-local statics: a worker runs one block at a time, so the block's
+//! fibers share them, as on a GPU. Launches are serialised process-wide,
+//! since the shim's grid state is global.
 //!
 //! This is a correctness tool, not a fast path: it checks on machines
 //! without a GPU that the plan's schedules, buffers and arguments and the
@@ -25,8 +25,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::device::{Device, LaunchDims, PlanExecutor, Value};
-use super::executor::{cache_dir, sha256_hex};
+use super::driver::{cache_dir, sha256_hex};
+use super::plan_executor::{Device, LaunchDims, PlanExecutor, Value};
 use super::program::{Arg, Program};
 use crate::backend::{BackendError, Result};
 use crate::plan::Plan;
@@ -37,329 +37,34 @@ pub type EmulatedExecutor = PlanExecutor<HostDevice>;
 /// The environment variable naming the C++ compiler (default `g++`).
 pub const CXX_ENV: &str = "CXX";
 
-/// The CUDA built-ins on top of C++20 threads.
-const SHIM: &str = r#"// allcnnc emulator shim: CUDA built-ins for a host build.
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <thread>
-#include <vector>
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
+/// The CUDA built-ins on top of worker threads and fibers.
+const SHIM: &str = include_str!("emulator_shim.h");
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-// A worker thread runs one block at a time, so a block's shared memory is
-// the worker's (thread_local), shared by the block's fibers.
-#define __shared__ static thread_local
-
-struct allcnnc_uint3 {
-    unsigned x, y, z;
-};
-
-// The CUDA threads of a block are fibers on one worker thread. A fiber runs
-// until it reaches __syncthreads (or returns), then hands over to the next
-// live fiber of the ring; when the last one arrives, the first resumes past
-// the barrier. A barrier costs one user-space switch per thread, not the
-// wake-up of 256 OS threads, and workers run different blocks at once
-// (blocks share nothing but device memory, and no kernel uses atomics).
-#if defined(__x86_64__)
-struct allcnnc_emu_context {
-    void* sp = nullptr;
-};
-#else
-struct allcnnc_emu_context {
-    ucontext_t uc;
-};
-#endif
-
-struct allcnnc_emu_fiber {
-    allcnnc_emu_context context;
-    allcnnc_uint3 thread;
-    bool done;
-};
-
-struct allcnnc_emu_worker {
-    std::vector<allcnnc_emu_fiber> fibers;
-    std::vector<unsigned char> stacks;
-    allcnnc_emu_context scheduler;
-    unsigned current = 0, live = 0;
-    void (*kernel)(void**) = nullptr;
-    void** args = nullptr;
-};
-
-static constexpr size_t allcnnc_emu_stack_bytes = 128 * 1024;
-static thread_local allcnnc_emu_worker* allcnnc_emu_self = nullptr;
-static thread_local allcnnc_uint3* allcnnc_emu_thread = nullptr;
-static thread_local allcnnc_uint3 blockIdx;
-#define threadIdx (*allcnnc_emu_thread)
-static allcnnc_uint3 blockDim;
-static allcnnc_uint3 gridDim;
-static thread_local float* allcnnc_emu_dynamic_shared = nullptr;
-
-#if defined(__x86_64__)
-// Saves the callee-saved registers and the SSE / x87 control words on the
-// current stack, stores its pointer in *save and continues on `load`.
-extern "C" void allcnnc_emu_switch(void** save, void* load);
-asm(".text\n"
-    ".globl allcnnc_emu_switch\n"
-    ".hidden allcnnc_emu_switch\n"
-    ".type allcnnc_emu_switch,@function\n"
-    "allcnnc_emu_switch:\n"
-    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
-    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
-    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
-    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
-    "  ret\n"
-    ".size allcnnc_emu_switch, .-allcnnc_emu_switch\n");
-#endif
-
-// Saves the running context in `from` and continues `to`.
-inline void allcnnc_emu_swap(allcnnc_emu_context* from, allcnnc_emu_context* to) {
-#if defined(__x86_64__)
-    allcnnc_emu_switch(&from->sp, to->sp);
-#else
-    swapcontext(&from->uc, &to->uc);
-#endif
-}
-
-inline void allcnnc_emu_jump(allcnnc_emu_context* from, unsigned to) {
-    allcnnc_emu_worker* w = allcnnc_emu_self;
-    w->current = to;
-    allcnnc_emu_thread = &w->fibers[to].thread;
-    allcnnc_emu_swap(from, &w->fibers[to].context);
-}
-
-inline unsigned allcnnc_emu_next(unsigned from) {
-    allcnnc_emu_worker* w = allcnnc_emu_self;
-    const unsigned n = w->fibers.size();
-    unsigned to = (from + 1) % n;
-    while (w->fibers[to].done) {
-        to = (to + 1) % n;
-    }
-    return to;
-}
-
-inline void __syncthreads() {
-    allcnnc_emu_worker* w = allcnnc_emu_self;
-    const unsigned from = w->current;
-    const unsigned to = allcnnc_emu_next(from);
-    if (to != from) {
-        allcnnc_emu_jump(&w->fibers[from].context, to);
-    }
-}
-
-// Where every fiber starts: the kernel, then the next live fiber, or the
-// scheduler after the last one.
-static void allcnnc_emu_fiber_main() {
-    allcnnc_emu_worker* w = allcnnc_emu_self;
-    w->kernel(w->args);
-    const unsigned me = w->current;
-    w->fibers[me].done = true;
-    w->live -= 1;
-    // This fiber never resumes: its context is saved nowhere that matters.
-    allcnnc_emu_context discard;
-    if (w->live == 0) {
-        allcnnc_emu_swap(&discard, &w->scheduler);
-    }
-    allcnnc_emu_jump(&discard, allcnnc_emu_next(me));
-    __builtin_unreachable();
-}
-
-// Runs every thread of the block `blockIdx` on the calling worker.
-static void allcnnc_emu_run_block(allcnnc_emu_worker& w) {
-    const unsigned n = w.fibers.size();
-    for (unsigned t = 0; t < n; ++t) {
-        allcnnc_emu_fiber& fiber = w.fibers[t];
-        fiber.done = false;
-        unsigned char* top = w.stacks.data() + (size_t)(t + 1) * allcnnc_emu_stack_bytes;
-#if defined(__x86_64__)
-        // A frame allcnnc_emu_switch returns through into fiber_main: the
-        // control words, six zeroed registers, the entry address at a
-        // 16-byte boundary (so the entry sees the stack of a call).
-        auto* slot = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t(15));
-        *--slot = 0;
-        *--slot = reinterpret_cast<uint64_t>(&allcnnc_emu_fiber_main);
-        for (int r = 0; r < 6; ++r) {
-            *--slot = 0;
-        }
-        *--slot = 0x037full << 32 | 0x1f80u;
-        fiber.context.sp = slot;
-#else
-        getcontext(&fiber.context.uc);
-        fiber.context.uc.uc_stack.ss_sp = top - allcnnc_emu_stack_bytes;
-        fiber.context.uc.uc_stack.ss_size = allcnnc_emu_stack_bytes;
-        fiber.context.uc.uc_link = nullptr;
-        makecontext(&fiber.context.uc, allcnnc_emu_fiber_main, 0);
-#endif
-    }
-    w.live = n;
-    allcnnc_emu_jump(&w.scheduler, 0);
-}
-
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-using std::exp;
-using std::log;
-
-// Tensor cores. mma.sync is warp-wide: each lane posts its fragment
-// registers, the block meets at the barrier (every thread of a block reaches
-// each mma, as all lanes of a warp must on the GPU), each lane computes its
-// own four D elements from its warp's posted registers with the PTX ISA's
-// fragment layouts, and a second barrier frees the slots for the next mma.
-// The slots are the worker's: one block runs on a worker at a time.
-struct allcnnc_emu_mma_slot {
-    unsigned a[4];
-    unsigned b[2];
-};
-static thread_local allcnnc_emu_mma_slot allcnnc_emu_mma_slots[1024];
-
-inline float allcnnc_emu_bits(unsigned u) {
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-}
-
-// cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away.
-inline unsigned allcnnc_emu_to_tf32(float v) {
-    unsigned u;
-    std::memcpy(&u, &v, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) {
-        u += 0x1000u;
-    }
-    return u & 0xffffe000u;
-}
-
-// cvt.rn.bf16 of one value (round to nearest even), as the top 16 bits.
-inline unsigned allcnnc_emu_bf16(float v) {
-    unsigned u;
-    std::memcpy(&u, &v, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0) {
-        return 0x7fc0u;
-    }
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-inline unsigned allcnnc_emu_to_bf16x2(float lo, float hi) {
-    return allcnnc_emu_bf16(lo) | (allcnnc_emu_bf16(hi) << 16);
-}
-
-// D (16 x 8) += A (16 x K) * B (K x 8); `a_at(row, k)` and `b_at(k, col)`
-// read the posted fragments of this warp.
-template <int K, class A, class B>
-inline void allcnnc_emu_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
-                            A a_at, B b_at) {
-    const unsigned lane = threadIdx.x % 32, base = threadIdx.x - lane;
-    auto& mine = allcnnc_emu_mma_slots[threadIdx.x];
-    std::copy(a, a + 4, mine.a);
-    std::copy(b, b + 2, mine.b);
-    __syncthreads();
-    const int g = lane / 4, t = lane % 4;
-    for (int r = 0; r < 4; ++r) {
-        const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
-        float sum = d[r];
-        for (int k = 0; k < K; ++k) {
-            sum += a_at(allcnnc_emu_mma_slots + base, row, k) *
-                   b_at(allcnnc_emu_mma_slots + base, k, col);
-        }
-        d[r] = sum;
-    }
-    __syncthreads();
-}
-
-// m16n8k8 tf32: A(row, k) in lane (row % 8) * 4 + k % 4, register
-// (row >= 8) + 2 (k >= 4); B(k, col) in lane col * 4 + k % 4, register k >= 4.
-inline void allcnnc_emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    allcnnc_emu_mma<8>(
-        d, a, b,
-        [](const allcnnc_emu_mma_slot* s, int row, int k) {
-            return allcnnc_emu_bits(s[(row % 8) * 4 + k % 4].a[(row >= 8) + 2 * (k >= 4)]);
-        },
-        [](const allcnnc_emu_mma_slot* s, int k, int col) {
-            return allcnnc_emu_bits(s[col * 4 + k % 4].b[k >= 4]);
-        });
-}
-
-// m16n8k16 bf16: pairs of consecutive k share a register (lower k in bits
-// 0-15); A(row, k) in lane (row % 8) * 4 + (k % 8) / 2, register
-// (row >= 8) + 2 (k >= 8); B(k, col) in lane col * 4 + (k % 8) / 2,
-// register k >= 8.
-inline void allcnnc_emu_mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    auto half = [](unsigned reg, int k) { return allcnnc_emu_bits((k % 2 ? reg >> 16 : reg & 0xffffu) << 16); };
-    allcnnc_emu_mma<16>(
-        d, a, b,
-        [&](const allcnnc_emu_mma_slot* s, int row, int k) {
-            return half(s[(row % 8) * 4 + (k % 8) / 2].a[(row >= 8) + 2 * (k >= 8)], k);
-        },
-        [&](const allcnnc_emu_mma_slot* s, int k, int col) {
-            return half(s[col * 4 + (k % 8) / 2].b[k >= 8], k);
-        });
-}
-
-// Converts to any pointer type: the trampolines' pointer arguments.
-struct allcnnc_any_ptr {
-    void* p;
-    template <class T>
-    operator T*() const { return static_cast<T*>(p); }
-};
-
-// Runs a grid: one worker per core takes blocks in turn.
-extern "C" int allcnnc_emu_run(void (*kernel)(void**), void** args, unsigned gx, unsigned gy,
-                               unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                               unsigned shared_bytes) {
-    gridDim = {gx, gy, gz};
-    blockDim = {bx, by, bz};
-    const unsigned threads = bx * by * bz;
-    const unsigned long long blocks = (unsigned long long)gx * gy * gz;
-    std::atomic<unsigned long long> next{0};
-    auto work = [&] {
-        allcnnc_emu_worker worker;
-        worker.kernel = kernel;
-        worker.args = args;
-        worker.fibers.resize(threads);
-        for (unsigned t = 0; t < threads; ++t) {
-            worker.fibers[t].thread = {t % bx, (t / bx) % by, t / (bx * by)};
-        }
-        worker.stacks.resize((size_t)threads * allcnnc_emu_stack_bytes);
-        std::vector<float> dynamic_shared(shared_bytes / 4 + 1);
-        allcnnc_emu_dynamic_shared = dynamic_shared.data();
-        allcnnc_emu_self = &worker;
-        for (unsigned long long b; (b = next.fetch_add(1)) < blocks;) {
-            blockIdx = {(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / gx / gy)};
-            allcnnc_emu_run_block(worker);
-        }
-        allcnnc_emu_self = nullptr;
-    };
-    const unsigned long long cores = std::max(1u, std::thread::hardware_concurrency());
-    const unsigned helpers = (unsigned)std::min(cores, blocks) - 1;
-    std::vector<std::thread> pool;
-    for (unsigned i = 0; i < helpers; ++i) {
-        pool.emplace_back(work);
-    }
-    work();
-    for (auto& thread : pool) {
-        thread.join();
-    }
-    return 0;
-}
-"#;
+/// The prelude's declaration of the head's dynamic shared memory, and what
+/// the emulator puts in its place.
+///
+/// C++ has no `extern` array bound at launch time, and the shim's
+/// `__shared__` is `static`, which `extern` contradicts; so the one dynamic
+/// shared array is rewritten into a pointer to the shim's per-launch buffer.
+/// The rewrite is on the source text because the generated `.cu` is the CUDA
+/// back end's output, which must stay as the GPU needs it: when the prelude
+/// stops declaring exactly this line, [`translation_unit`] fails rather than
+/// build kernels that would read through an undefined symbol.
+const DYNAMIC_SHARED: (&str, &str) = (
+    "extern __shared__ float head_shared[];",
+    "float* head_shared = allcnnc_emu_dynamic_shared;",
+);
 
 /// The C++ translation unit of a program: shim, source, trampolines.
-pub fn translation_unit(program: &Program) -> String {
-    let source = program.source.replace(
-        "extern __shared__ float head_shared[];",
-        "float* head_shared = allcnnc_emu_dynamic_shared;",
-    );
+pub fn translation_unit(program: &Program) -> Result<String> {
+    let (declaration, replacement) = DYNAMIC_SHARED;
+    if !program.source.contains(declaration) {
+        return Err(BackendError::Device(format!(
+            "the emulator cannot build `{}`: its source lacks `{declaration}`, the dynamic shared memory the emulator maps onto its own buffer",
+            program.plan.model
+        )));
+    }
+    let source = program.source.replace(declaration, replacement);
     let mut unit = String::with_capacity(SHIM.len() + source.len() + 4096);
     unit.push_str(SHIM);
     unit.push_str(&source);
@@ -401,7 +106,7 @@ pub fn translation_unit(program: &Program) -> String {
             name = kernel.name
         );
     }
-    unit
+    Ok(unit)
 }
 
 /// Whether the C++ compiler can be run.
@@ -435,7 +140,7 @@ fn compiler_flags() -> Vec<&'static str> {
 
 /// Builds (or finds in the cache) the shared library of a program.
 fn build(program: &Program) -> Result<PathBuf> {
-    let unit = translation_unit(program);
+    let unit = translation_unit(program)?;
     let flags = compiler_flags();
     let key = sha256_hex(format!("{} {}\n{unit}", compiler(), flags.join(" ")).as_bytes());
     let dir = cache_dir().join("emulator");
@@ -568,7 +273,7 @@ impl Device for HostDevice {
             .memory
             .get_mut(&address)
             .ok_or_else(|| BackendError::Device(format!("no allocation at {address:#x}")))?;
-        let bytes = super::device::as_bytes_mut(words.as_mut_slice());
+        let bytes = super::plan_executor::as_bytes_mut(words.as_mut_slice());
         if data.len() > bytes.len() {
             return Err(BackendError::Device("upload past a buffer's end".into()));
         }
@@ -616,7 +321,7 @@ impl Device for HostDevice {
 
     fn download(&self, address: u64, out: &mut [u8]) -> Result<()> {
         let words = self.words(address)?;
-        let bytes = super::device::as_bytes(words.as_slice());
+        let bytes = super::plan_executor::as_bytes(words.as_slice());
         if out.len() > bytes.len() {
             return Err(BackendError::Device("download past a buffer's end".into()));
         }

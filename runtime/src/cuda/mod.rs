@@ -2,9 +2,11 @@
 //! generates (`allcnnc compile` writes them as `NAME.cu` + `NAME.plan.json`).
 //!
 //! - [`program`]: the device plan, the contract with the code generator;
-//! - [`device`]: [`PlanExecutor`], the interpreter of a device plan over any
-//!   [`Device`], and the [`Executor`](crate::backend::Executor) it implements;
-//! - [`CudaExecutor`]: the plan executor over the driver API (cudarc);
+//! - [`plan_executor`]: [`PlanExecutor`], the interpreter of a device plan
+//!   over any [`Device`], and the [`Executor`](crate::backend::Executor) it
+//!   implements;
+//! - `driver`: [`DriverDevice`], the [`Device`] of the CUDA driver API
+//!   (cudarc), and [`CudaExecutor`], the plan executor over it;
 //! - [`emulator`]: a host device that runs the same generated kernels on CPU
 //!   threads (compiled with the system's C++ compiler), for tests on
 //!   machines without a GPU;
@@ -15,11 +17,11 @@
 //! without CUDA; asking for the device there is an error
 //! ("no CUDA driver found"), never a panic.
 
-pub mod device;
+mod driver;
 pub mod emulator;
-mod executor;
 pub mod nvrtc;
+pub mod plan_executor;
 pub mod program;
 
-pub use device::{Device, PlanExecutor};
-pub use executor::{cache_dir, driver_present, CudaExecutor, DriverDevice, CACHE_ENV};
+pub use driver::{cache_dir, driver_present, CudaExecutor, DriverDevice, CACHE_ENV};
+pub use plan_executor::{Device, PlanExecutor};

@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::SplitMix64;
 use crate::plan::Shape;
+use crate::rng::SplitMix64;
 
 /// Which augmentations to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

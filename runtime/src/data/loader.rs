@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::augment::Augment;
-use super::rng::{shuffle, SplitMix64};
 use super::Dataset;
+use crate::rng::{shuffle, SplitMix64};
 
 /// Stream tag of shuffle seeds (see `SplitMix64::derive`).
 const SHUFFLE_STREAM: u64 = 0x5348_5546;

@@ -22,7 +22,6 @@ pub mod folder;
 pub mod idx;
 pub mod loader;
 pub mod preprocess;
-mod rng;
 
 use std::path::{Path, PathBuf};
 

@@ -51,12 +51,19 @@ const ZCA_MATRIX_TENSOR: &str = "preprocess.zca_matrix";
 /// A named flat `f32` tensor: `(name, dims, values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// Which preprocessing to fit.
+/// Which preprocessing to fit: the recipe's choice
+/// ([`Recipe::preprocess`](crate::train::Recipe::preprocess)).
+///
+/// Serialised by variant name (`"Normalize"`) in a recipe, and by its
+/// command-line [`name`](Self::name) (`"mean-std"`) in a checkpoint's
+/// [`PreprocessHeader`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum PreprocessKind {
+    /// The images stay `u8 / 255`.
     None,
-    MeanStd,
+    /// Per-channel mean/std normalisation (`mean-std`).
+    Normalize,
+    /// Global contrast normalisation + ZCA whitening (the paper).
     GcnZca,
 }
 
@@ -64,14 +71,14 @@ impl PreprocessKind {
     /// All kinds with their command-line names.
     pub const ALL: [(PreprocessKind, &'static str); 3] = [
         (PreprocessKind::None, "none"),
-        (PreprocessKind::MeanStd, "mean-std"),
+        (PreprocessKind::Normalize, "mean-std"),
         (PreprocessKind::GcnZca, "gcn-zca"),
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             PreprocessKind::None => "none",
-            PreprocessKind::MeanStd => "mean-std",
+            PreprocessKind::Normalize => "mean-std",
             PreprocessKind::GcnZca => "gcn-zca",
         }
     }
@@ -98,6 +105,21 @@ impl std::str::FromStr for PreprocessKind {
                     names.join(", ")
                 )
             })
+    }
+}
+
+/// A checkpoint names its preprocessing kind as the command line does.
+mod kind_by_name {
+    use super::PreprocessKind;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(kind: &PreprocessKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PreprocessKind, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(D::Error::custom)
     }
 }
 
@@ -353,6 +375,7 @@ pub struct Preprocess {
 /// The small part of a [`Preprocess`]: everything but its tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessHeader {
+    #[serde(with = "kind_by_name")]
     pub kind: PreprocessKind,
     pub shape: Shape,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,7 +418,7 @@ impl Preprocess {
         }
         let method = match kind {
             PreprocessKind::None => Method::None,
-            PreprocessKind::MeanStd => {
+            PreprocessKind::Normalize => {
                 let (mean, std) = channel_mean_std(images, shape.c);
                 Method::MeanStd { mean, std }
             }
@@ -413,7 +436,7 @@ impl Preprocess {
     pub fn kind(&self) -> PreprocessKind {
         match self.method {
             Method::None => PreprocessKind::None,
-            Method::MeanStd { .. } => PreprocessKind::MeanStd,
+            Method::MeanStd { .. } => PreprocessKind::Normalize,
             Method::GcnZca { .. } => PreprocessKind::GcnZca,
         }
     }
@@ -517,7 +540,7 @@ impl Preprocess {
         let shape = header.shape;
         let method = match header.kind {
             PreprocessKind::None => Method::None,
-            PreprocessKind::MeanStd => Method::MeanStd {
+            PreprocessKind::Normalize => Method::MeanStd {
                 mean: take(MEAN_TENSOR, vec![shape.c])?,
                 std: take(STD_TENSOR, vec![shape.c])?,
             },

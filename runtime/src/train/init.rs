@@ -1,4 +1,10 @@
-//! Data-dependent initialisation: layer-sequential unit variance (LSUV).
+//! Initialisation: the starting weights every executor loads
+//! ([`he_normal`]), and data-dependent rescaling by layer-sequential unit
+//! variance ([`lsuv`]).
+//!
+//! [`he_normal`] is a function of the plan and the seed only: the CPU
+//! executor and the plan executor (CUDA or emulated) both start from it, so a
+//! run on a device and one on the CPU start from the same weights.
 //!
 //! Mishkin & Matas, "All you need is a good init" (ICLR 2016), report that
 //! deep plain ReLU nets, All-CNN-C among them, start learning at once when each
@@ -19,13 +25,75 @@
 //! (leaky) ReLU, pooling and dropout are positively homogeneous, and biases
 //! start at zero, so one pass per layer hits the target exactly.
 //!
-//! Invariant: the result depends only on the executor's parameters and the
+//! Invariant: LSUV's result depends only on the executor's parameters and the
 //! calibration images, so a seeded run stays reproducible. A layer whose
 //! output is all zero (or not finite) keeps its weights and is reported.
 
 use crate::backend::{Executor, Result};
-use crate::plan::{Activation, Op};
-use serde::Serialize;
+use crate::plan::{Activation, Op, Plan};
+use crate::rng::{derive_key, SplitMix64};
+use serde::{Deserialize, Serialize};
+
+/// Weight initialisation of a fresh run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Init {
+    /// He-normal weights, zero biases ([`he_normal`]).
+    He,
+    /// He-normal, then layer-sequential unit variance on training images
+    /// ([`lsuv`]), with class scores that start active.
+    #[default]
+    Lsuv,
+}
+
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::He => "he",
+            Init::Lsuv => "lsuv",
+        }
+    }
+}
+
+/// Key of the parameter-initialisation streams (mixed with the user's seed).
+const INIT_STREAM: u64 = 0x696e_6974; // "init"
+
+/// The standard deviation of the He/Kaiming normal initialiser for a layer
+/// followed by `act`: `gain / sqrt(fan_in)` with gain `sqrt(2)` for a ReLU,
+/// `sqrt(2 / (1 + slope^2))` for a leaky ReLU and 1 without activation.
+fn he_std(act: Activation, fan_in: usize) -> f64 {
+    let gain_sq = match act {
+        Activation::None => 1.0,
+        Activation::Relu => 2.0,
+        Activation::LeakyRelu { slope } => 2.0 / (1.0 + (slope as f64).powi(2)),
+    };
+    (gain_sq / fan_in.max(1) as f64).sqrt()
+}
+
+/// Fresh parameters of `plan`, in [`Plan::params`] order: convolution
+/// weights He-normal (see [`he_std`]), biases zero.
+///
+/// Parameter `idx` draws from its own SplitMix64 stream keyed by
+/// `(seed, idx)`, so the values depend only on the seed and the plan.
+pub fn he_normal(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
+    plan.params()
+        .iter()
+        .enumerate()
+        .map(|(idx, spec)| {
+            if spec.dims.len() != 4 {
+                return vec![0.0; spec.len()];
+            }
+            let act = match &plan.layers[spec.layer].op {
+                Op::Conv { act, .. } => *act,
+                _ => Activation::None,
+            };
+            let std = he_std(act, spec.fan_in);
+            let mut rng = SplitMix64::new(derive_key(derive_key(seed, INIT_STREAM), idx as u64));
+            (0..spec.len())
+                .map(|_| (rng.next_normal() * std) as f32)
+                .collect()
+        })
+        .collect()
+}
 
 /// Images used for calibration by default.
 pub const CALIBRATION_IMAGES: usize = 256;

@@ -24,9 +24,10 @@ pub mod init;
 use crate::backend::{BackendError, Executor, SgdStep};
 use crate::data::augment::Augment;
 use crate::data::loader::{batches_per_epoch, BatchLoader, LoaderOptions};
-use crate::data::preprocess::Preprocess;
+use crate::data::preprocess::{Preprocess, PreprocessKind};
 use crate::data::Dataset;
 use checkpoint::{Checkpoint, CheckpointError, Progress};
+pub use init::Init;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,23 +52,66 @@ pub enum Schedule {
     Cosine,
 }
 
-/// Everything the loop needs to know about a run.
-#[derive(Debug, Clone, PartialEq)]
+/// How to train a model: the `train { ... }` section of a `.net` file, which
+/// the compiler fills in (command-line flags override it). The loop reads
+/// the optimiser, schedule, batch and augmentation; the caller fits
+/// [`preprocess`](Self::preprocess) on the training set and, for a fresh
+/// run, calibrates with [`init::lsuv`] when [`init`](Self::init) asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
-    pub epochs: u32,
-    pub batch: usize,
-    pub lr: f64,
-    pub schedule: Schedule,
-    /// Epochs of linear warm-up from lr/10 (0: none).
-    pub warmup: u32,
     pub momentum: f64,
     pub nesterov: bool,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub epochs: u32,
+    pub batch: u32,
     pub weight_decay: f64,
-    pub augment: Augment,
-    pub seed: u64,
+    /// Preprocessing fitted on the training set.
+    pub preprocess: PreprocessKind,
+    /// Random horizontal flips.
+    pub flip: bool,
+    /// Random translations of up to this many pixels.
+    pub translate: u32,
+    /// Epochs of linear learning-rate warm-up from lr/10 (0: none).
+    pub warmup: u32,
+    /// Initialisation of a fresh run.
+    #[serde(default)]
+    pub init: Init,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            momentum: 0.9,
+            nesterov: false,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            epochs: 10,
+            batch: 128,
+            weight_decay: 0.0,
+            preprocess: PreprocessKind::Normalize,
+            flip: false,
+            translate: 0,
+            warmup: 0,
+            init: Init::Lsuv,
+        }
+    }
 }
 
 impl Recipe {
+    /// Images per training step.
+    pub fn batch_size(&self) -> usize {
+        self.batch as usize
+    }
+
+    /// The augmentation of training batches.
+    pub fn augment(&self) -> Augment {
+        Augment {
+            flip: self.flip,
+            max_shift: self.translate as usize,
+        }
+    }
+
     /// Learning rate at `epoch` (0-based) with `progress` in 0..1 through it.
     pub fn lr_at(&self, epoch: u32, progress: f64) -> f64 {
         let t = epoch as f64 + progress.clamp(0.0, 1.0);
@@ -249,6 +293,8 @@ pub struct Trainer<'a> {
     pub test: Arc<Dataset>,
     pub preprocess: Preprocess,
     pub recipe: Recipe,
+    /// The run's seed: data order, augmentation and dropout masks.
+    pub seed: u64,
     pub run: RunDir,
     /// Set (e.g. by a Ctrl-C handler) to stop after the current batch with a
     /// checkpoint.
@@ -276,11 +322,12 @@ impl Trainer<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochMetrics>, TrainError> {
         let recipe = self.recipe.clone();
-        let batches = batches_per_epoch(self.train.len(), recipe.batch, true);
-        if self.train.len() < recipe.batch {
+        let batch_size = recipe.batch_size();
+        let batches = batches_per_epoch(self.train.len(), batch_size, true);
+        if self.train.len() < batch_size {
             return Err(TrainError::TooFewImages {
                 train: self.train.len(),
-                batch: recipe.batch,
+                batch: batch_size,
             });
         }
         std::fs::create_dir_all(&self.run.dir).map_err(|source| TrainError::Io {
@@ -294,7 +341,7 @@ impl Trainer<'_> {
             let epoch = progress.epoch;
             observer.epoch_start(epoch, recipe.epochs, batches, progress.batch);
             let mut options =
-                LoaderOptions::train(recipe.batch, recipe.augment, recipe.seed, epoch as u64);
+                LoaderOptions::train(batch_size, recipe.augment(), self.seed, epoch as u64);
             options.start_batch = progress.batch;
             let started = Instant::now();
             let seconds_before = progress.seconds;
@@ -306,7 +353,7 @@ impl Trainer<'_> {
                 let index = batch.index;
                 let step = epoch as u64 * batches as u64 + index as u64;
                 self.exec
-                    .forward_backward(&batch.view(), dropout_seed(recipe.seed, step))?;
+                    .forward_backward(&batch.view(), dropout_seed(self.seed, step))?;
                 last_lr = recipe.lr_at(epoch, index as f64 / batches as f64);
                 self.exec.sgd_update(&SgdStep {
                     lr: last_lr as f32,
@@ -356,7 +403,7 @@ impl Trainer<'_> {
                     });
                 }
             }
-            let eval = evaluate(self.exec, &self.test, recipe.batch.max(256))?;
+            let eval = evaluate(self.exec, &self.test, batch_size.max(256))?;
             let metrics = EpochMetrics {
                 epoch: epoch + 1,
                 lr: last_lr,
@@ -407,7 +454,7 @@ impl Trainer<'_> {
 /// The dropout seed of one step: a function of the run seed and the global
 /// step only, so resumed runs draw the same masks.
 pub fn dropout_seed(seed: u64, step: u64) -> u64 {
-    crate::cpu::rng::mix64(
+    crate::rng::mix64(
         seed ^ step
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(0xD1B5_4A32_D192_ED03),

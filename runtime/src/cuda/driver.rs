@@ -1,5 +1,6 @@
-//! [`CudaExecutor`]: the [`PlanExecutor`] over the CUDA driver (cudarc,
-//! loaded at run time).
+//! The CUDA driver (cudarc, loaded at run time): [`DriverDevice`], the
+//! [`Device`] that launches the generated kernels on a GPU, and
+//! [`CudaExecutor`], the [`PlanExecutor`] over it.
 //!
 //! The generated source is compiled once per device architecture with NVRTC
 //! and the cubin cached on disk under a hash of the source and the
@@ -17,8 +18,8 @@ use cudarc::driver::{
     PushKernelArg,
 };
 
-use super::device::{Device, LaunchDims, PlanExecutor, Value};
 use super::nvrtc;
+use super::plan_executor::{Device, LaunchDims, PlanExecutor, Value};
 use super::program::Program;
 use crate::backend::{BackendError, Result};
 use crate::plan::Plan;

@@ -23,9 +23,9 @@ use crate::backend::{
     check_batch, check_images, BackendError, Batch, Executor, Forwarded, KernelTime, Result,
     SgdStep, StepStats,
 };
-use crate::cpu::rng::derive_key;
-use crate::cpu::CpuExecutor;
 use crate::plan::{Plan, ReluRule};
+use crate::rng::derive_key;
+use crate::train::init;
 
 /// Images per forward pass of [`Executor::infer`] when no larger batch has
 /// been seen.
@@ -135,8 +135,9 @@ impl<D: Device> std::fmt::Debug for PlanExecutor<D> {
 
 impl<D: Device> PlanExecutor<D> {
     /// Instantiates `program` (generated from `plan`) on `device` with the
-    /// parameters [`CpuExecutor::new`] initialises for `seed`, so a run on
-    /// the device and one on the CPU start from the same weights.
+    /// parameters [`init::he_normal`] gives for `seed` (the CPU executor's
+    /// too, so a run on the device and one on the CPU start from the same
+    /// weights) and zero momentum.
     pub fn with_device(plan: Plan, program: &Program, device: D, seed: u64) -> Result<Self> {
         if program.plan.model_hash != plan.model_hash {
             return Err(BackendError::Device(format!(
@@ -144,7 +145,7 @@ impl<D: Device> PlanExecutor<D> {
                 plan.name
             )));
         }
-        let initial = CpuExecutor::new(plan.clone(), seed)?.read_params()?;
+        let initial = init::he_normal(&plan, seed);
         let mut exec = Self {
             plan,
             device_plan: program.plan.clone(),

@@ -1,13 +1,18 @@
-//! The CPU backend's random numbers: SplitMix64 streams keyed by a seed.
+//! The runtime's random numbers: SplitMix64 streams keyed by a seed.
 //!
 //! SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
 //! generators", OOPSLA 2014; the generator Java's `SplittableRandom` and the
 //! xoshiro authors use for seeding) passes BigCrush, is three lines long and
 //! has no state beyond one `u64`, which makes it cheap to start many
-//! independent streams. Every random decision of the backend (initial weights,
-//! dropout masks) draws from a stream whose key is derived from the user's
-//! seed and the position of the decision (parameter index, layer index, image
-//! index), never from which thread runs it.
+//! independent streams. Every random decision of the runtime (initial weights,
+//! dropout masks, the data order, augmentation) draws from a stream whose key
+//! is derived from the user's seed and the position of the decision
+//! (parameter index, layer index, image index, epoch and batch), never from
+//! which thread runs it.
+//!
+//! It is written out here rather than taken from a crate so that a seed gives
+//! the same weights, shuffle and augmentation on every platform and every
+//! version of this program: a resumed training run depends on it.
 //!
 //! Invariant: the numbers a stream yields depend only on its key, so results
 //! are identical for any rayon thread count.
@@ -41,6 +46,16 @@ impl SplitMix64 {
         Self { state: key }
     }
 
+    /// A generator for one stream of a seed, e.g. `(seed, epoch, batch)`
+    /// (the data loader's keys; the backends key theirs with [`derive_key`]).
+    pub fn derive(seed: u64, stream: &[u64]) -> Self {
+        let mut state = Self::new(seed).next_u64();
+        for &part in stream {
+            state = Self::new(state ^ part.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+        }
+        Self::new(state)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(Self::GAMMA);
         mix64(self.state)
@@ -56,6 +71,17 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// Uniform in `0..bound` (Lemire's multiply; the bias is below 2^-32 for
+    /// the bounds used here). `bound` must be positive.
+    pub fn below(&mut self, bound: usize) -> usize {
+        ((u128::from(self.next_u64()) * bound as u128) >> 64) as usize
+    }
+
+    /// A fair coin.
+    pub fn coin(&mut self) -> bool {
+        self.next_u64() >> 63 == 1
+    }
+
     /// A standard normal deviate (Box-Muller; one of the pair is discarded so
     /// that the stream position does not depend on earlier calls' parity).
     pub fn next_normal(&mut self) -> f64 {
@@ -63,6 +89,14 @@ impl SplitMix64 {
         let u1 = 1.0 - self.next_f64();
         let u2 = self.next_f64();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Fisher-Yates shuffle of `items`.
+pub fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i + 1);
+        items.swap(i, j);
     }
 }
 
@@ -93,5 +127,23 @@ mod tests {
         let var = sum_sq / n as f64 - mean * mean;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
+    }
+
+    #[test]
+    fn below_stays_in_range() {
+        let mut rng = SplitMix64::new(7);
+        for bound in 1..50 {
+            assert!(rng.below(bound) < bound);
+        }
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut items: Vec<usize> = (0..100).collect();
+        shuffle(&mut items, &mut SplitMix64::new(3));
+        let mut sorted = items.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(items, sorted);
     }
 }
