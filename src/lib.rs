@@ -4,11 +4,14 @@
 //!
 //! The pipeline, one folder a stage: [`front`] (text to IR), [`ir`] (the
 //! graph), [`passes`] (analysis and rewrites), [`back`] (printers, summary,
-//! lowering to the runtime's plan). [`diagnostic`] renders every error.
+//! lowering to the runtime's plan). [`diagnostic`] renders every error;
+//! [`driver`] is the one way from a file to a checked model and a running
+//! executor, shared by [`cli`], the benches and the tests.
 
 pub mod back;
 pub mod cli;
 pub mod diagnostic;
+pub mod driver;
 pub mod front;
 pub mod ir;
 pub mod paper;

@@ -73,14 +73,9 @@ macro_rules! test_gpu_device {
 }
 
 fn plan_of(text: &str) -> Plan {
-    let source = Source::new("test.net", text);
-    let graph = allcnnc::front::load(&source).unwrap_or_else(|diags| {
-        panic!(
-            "test model does not compile:\n{}",
-            allcnnc::diagnostic::render_plain(&source, &diags)
-        )
-    });
-    back::plan::lower(&graph, Some(&source))
+    allcnnc::driver::Model::from_text("test.net", text)
+        .unwrap_or_else(|err| panic!("test model does not compile:\n{err}"))
+        .plan
 }
 
 /// The executor of `plan` on `dev`, or `None` (with a message) when the
@@ -411,10 +406,10 @@ fn random_shapes_match_cpu(dev: Dev) {
     let checked = std::cell::Cell::new(0u32);
     let result = TestRunner::new(config).run(&model, |text| {
         let source = Source::new("random.net", text.as_str());
-        let Ok(graph) = allcnnc::front::load(&source) else {
+        let Ok(model) = allcnnc::driver::Model::from_source(source) else {
             return Err(TestCaseError::reject("does not fit its input"));
         };
-        let plan = back::plan::lower(&graph, Some(&source));
+        let plan = model.plan;
         if matches_cpu(dev, &plan, 7) {
             checked.set(checked.get() + 1);
             // Tensor cores too, TF32 and BF16 by turns.

@@ -6,7 +6,6 @@
 //! command does); without it the test fails, saying so.
 
 use allcnnc::back;
-use allcnnc::diagnostic::Source;
 use runtime::cuda::nvrtc;
 use runtime::plan::Plan;
 use std::path::{Path, PathBuf};
@@ -16,16 +15,9 @@ const NVRTC_HINT: &str =
     "install NVRTC 13.0 with `eval \"$(scripts/install-nvrtc.sh)\"` (scripts/test.sh does)";
 
 fn plan_of(path: &Path) -> Plan {
-    let text = std::fs::read_to_string(path).expect("model file");
-    let source = Source::new(path.display().to_string(), text);
-    let graph = allcnnc::front::load(&source).unwrap_or_else(|diags| {
-        panic!(
-            "{} does not compile:\n{}",
-            path.display(),
-            allcnnc::diagnostic::render_plain(&source, &diags)
-        )
-    });
-    back::plan::lower(&graph, Some(&source))
+    allcnnc::driver::Model::from_file(path)
+        .unwrap_or_else(|err| panic!("{} does not compile:\n{err}", path.display()))
+        .plan
 }
 
 fn models() -> Vec<PathBuf> {

@@ -35,7 +35,6 @@
 
 use allcnnc::back;
 use allcnnc::back::cuda::Precision;
-use allcnnc::diagnostic::{render_plain, Source};
 use runtime::backend::{Batch, Executor, SgdStep};
 use runtime::cpu::CpuExecutor;
 use runtime::cuda::{emulator, PlanExecutor};
@@ -47,11 +46,9 @@ fn plan_of(file: &str) -> Plan {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(file);
-    let text = std::fs::read_to_string(&path).expect("model file");
-    let source = Source::new(path.display().to_string(), text);
-    let graph = allcnnc::front::load(&source)
-        .unwrap_or_else(|diags| panic!("{}", render_plain(&source, &diags)));
-    back::plan::lower(&graph, Some(&source))
+    allcnnc::driver::Model::from_file(&path)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .plan
 }
 
 /// Largest `|got - want|` relative to `max |want|` (floored at `floor`).

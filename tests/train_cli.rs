@@ -2,7 +2,6 @@
 //! subset (Debian package `dataset-fashion-mnist`): interrupted runs resume to
 //! the same weights, and bad inputs give clear errors, never panics.
 
-use allcnnc::diagnostic::Source;
 use runtime::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -79,9 +78,9 @@ fn run(args: &[String]) -> Output {
 }
 
 fn params_of(model: &Path, checkpoint: &Path) -> Vec<Vec<f32>> {
-    let source = Source::new("m", std::fs::read_to_string(model).unwrap());
-    let graph = allcnnc::front::load(&source).expect("model");
-    let plan = allcnnc::back::plan::lower(&graph, None);
+    let plan = allcnnc::driver::Model::from_file(model)
+        .expect("model")
+        .plan;
     Checkpoint::load(&plan, checkpoint)
         .expect("checkpoint")
         .params
@@ -384,9 +383,9 @@ fn emulator_takes_the_cpu_step() {
         .collect();
         let output = run(&args);
         assert!(output.status.success(), "{device}: {}", stderr(&output));
-        let source = Source::new("m", TINY);
-        let graph = allcnnc::front::load(&source).expect("model");
-        let plan = allcnnc::back::plan::lower(&graph, None);
+        let plan = allcnnc::driver::Model::from_text("tiny.net", TINY)
+            .expect("model")
+            .plan;
         let checkpoint =
             Checkpoint::load(&plan, &out.join("checkpoint.safetensors")).expect("checkpoint");
         momenta.push((plan, checkpoint.momentum));

@@ -4,7 +4,6 @@
 //! test split (Debian package `dataset-fashion-mnist`) and fail, saying how
 //! to get it, without it.
 
-use allcnnc::diagnostic::Source;
 use runtime::backend::Executor;
 use runtime::cpu::CpuExecutor;
 use runtime::train::checkpoint::{Checkpoint, Progress};
@@ -41,8 +40,9 @@ fn require_data() {
 fn model_and_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("tiny.net");
     std::fs::write(&model, TINY).unwrap();
-    let graph = allcnnc::front::load(&Source::new("tiny.net", TINY)).expect("model");
-    let plan = allcnnc::back::plan::lower(&graph, None);
+    let plan = allcnnc::driver::Model::from_text("tiny.net", TINY)
+        .expect("model")
+        .plan;
     let exec = CpuExecutor::new(plan.clone(), 3).unwrap();
     let checkpoint = Checkpoint {
         model_hash: plan.model_hash.clone(),

@@ -1,19 +1,26 @@
 //! The `allcnnc` command line: one function per subcommand.
 //!
-//! Every subcommand reads `.net` files through [`load`], which renders
-//! diagnostics to stderr; a failing command exits with status 1 and never
-//! panics on bad input.
+//! One file per group of subcommands: [`compile`] (check, summary, convert,
+//! graph, compile), [`train`], [`evaluate`] (eval, predict), [`bench`],
+//! [`visualize`]; [`args`] holds what the runtime commands share. Every
+//! subcommand reads `.net` files through the [`driver`](crate::driver)
+//! ([`model`]), whose diagnostics [`report`] renders to stderr; a failing
+//! command exits with status 1 and never panics on bad input.
 
+pub mod args;
+pub mod bench;
+pub mod compile;
+pub mod evaluate;
 pub mod precision;
-pub mod run;
+pub mod train;
 pub mod visualize;
 
-use crate::back;
+pub use compile::{derive, CompileOptions, GraphFormat, Variant};
+
 use crate::diagnostic::{emit_stderr, Source};
-use crate::front;
+use crate::driver::{DriverError, Model};
 use crate::ir::Graph;
-use crate::passes::{self, PassManager};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use precision::PrecisionArg;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,42 +88,29 @@ pub enum Command {
         precision: PrecisionArg,
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
-    Train(run::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix
-    Eval(run::EvalArgs),
+    Eval(evaluate::EvalArgs),
     /// Top-5 classes of images
-    Predict(run::PredictArgs),
+    Predict(evaluate::PredictArgs),
     /// Training and inference throughput (images/s, GFLOP/s)
-    Bench(run::BenchArgs),
+    Bench(bench::BenchArgs),
     /// What units respond to: top image patches and their backprop, deconvnet or guided-backprop reconstructions
     Visualize(visualize::VisualizeArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Variant {
-    Strided,
-    Allconv,
-    Convpool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum GraphFormat {
-    Dot,
-    Json,
 }
 
 /// Runs the command line and returns the process status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { files } => check(&files),
-        Command::Summary { file, json } => summary(&file, json),
-        Command::Convert { file, to, output } => convert(&file, to, output.as_deref()),
+        Command::Check { files } => compile::check(&files),
+        Command::Summary { file, json } => compile::summary(&file, json),
+        Command::Convert { file, to, output } => compile::convert(&file, to, output.as_deref()),
         Command::Graph {
             file,
             format,
             after,
-        } => graph(&file, format, after.as_deref()),
+        } => compile::graph(&file, format, after.as_deref()),
         Command::Compile {
             file,
             output,
@@ -124,7 +118,7 @@ pub fn main() -> ExitCode {
             verify,
             arch,
             precision,
-        } => compile(
+        } => compile::compile(
             &file,
             &output,
             &CompileOptions {
@@ -134,10 +128,10 @@ pub fn main() -> ExitCode {
                 precision: precision.into(),
             },
         ),
-        Command::Train(args) => run::train(&args),
-        Command::Eval(args) => run::eval(&args),
-        Command::Predict(args) => run::predict(&args),
-        Command::Bench(args) => run::bench(&args),
+        Command::Train(args) => train::train(&args),
+        Command::Eval(args) => evaluate::eval(&args),
+        Command::Predict(args) => evaluate::predict(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Visualize(args) => visualize::visualize(&args),
     };
     match result {
@@ -166,260 +160,36 @@ impl From<String> for Failure {
 
 pub type CliResult = Result<(), Failure>;
 
-/// Reads, parses and analyses one file, printing its diagnostics.
-pub fn load(path: &Path) -> Result<(Source, Graph), Failure> {
-    let bytes =
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let name = path.display().to_string();
-    let source = match front::decode(&name, bytes) {
-        Ok(source) => source,
-        Err((source, diags)) => {
-            emit_stderr(&source, &diags);
-            return Err(Failure::Reported);
-        }
-    };
-    match front::load(&source) {
-        Ok(graph) => Ok((source, graph)),
-        Err(diags) => {
-            emit_stderr(&source, &diags);
-            let errors = diags.iter().filter(|d| d.is_error()).count();
+/// Prints a driver error: diagnostics rendered with colour and counted,
+/// anything else as a message.
+pub fn report(err: DriverError) -> Failure {
+    match err {
+        DriverError::Diagnostics { file, diagnostics } => {
+            emit_stderr(&file, &diagnostics);
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
             eprintln!(
-                "{name}: {errors} error{}",
+                "{}: {errors} error{}",
+                file.name,
                 if errors == 1 { "" } else { "s" }
             );
-            Err(Failure::Reported)
+            Failure::Reported
         }
-    }
-}
-
-fn check(files: &[PathBuf]) -> CliResult {
-    let mut failed = false;
-    for file in files {
-        match load(file) {
-            Ok((_, graph)) => eprintln!(
-                "{}: ok ({} layers, {} parameters)",
-                file.display(),
-                graph.len(),
-                back::summary::thousands(graph.total_params())
-            ),
-            Err(Failure::Message(message)) => {
-                eprintln!("error: {message}");
-                failed = true;
-            }
-            Err(Failure::Reported) => failed = true,
+        DriverError::NotText { file, diagnostics } => {
+            emit_stderr(&file, &diagnostics);
+            Failure::Reported
         }
-    }
-    if failed {
-        Err(Failure::Reported)
-    } else {
-        Ok(())
+        other => Failure::Message(other.to_string()),
     }
 }
 
-fn summary(file: &Path, json: bool) -> CliResult {
-    let (_, graph) = load(file)?;
-    let summary = back::summary::summarize(&graph);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("summary serialises")
-        );
-    } else {
-        print!("{}", back::summary::render_text(&summary));
-    }
-    Ok(())
+/// Reads, checks and lowers one file through the driver, printing its
+/// diagnostics.
+pub fn model(path: &Path) -> Result<Model, Failure> {
+    Model::from_file(path).map_err(report)
 }
 
-/// Applies a paper variant to a loaded graph (shapes and counts refreshed).
-pub fn derive(source: &Source, graph: &Graph, to: Variant) -> Result<Graph, Failure> {
-    let pass: Box<dyn passes::Pass> = match to {
-        Variant::Strided => Box::new(passes::strided::Strided),
-        Variant::Allconv => Box::new(passes::allconv::AllConv),
-        Variant::Convpool => Box::new(passes::convpool::ConvPool),
-    };
-    let mut derived = graph.clone();
-    if let Err(diags) = PassManager::derive(pass).run(&mut derived) {
-        emit_stderr(source, &diags);
-        return Err(Failure::Reported);
-    }
-    derived.name = match to {
-        Variant::Strided => variant_name(&graph.name, "strided_cnn"),
-        Variant::Allconv => variant_name(&graph.name, "all_cnn"),
-        Variant::Convpool => variant_name(&graph.name, "convpool_cnn"),
-    };
-    Ok(derived.compacted())
-}
-
-/// `model_c` -> `all_cnn_c`; other names get the variant as a prefix.
-fn variant_name(name: &str, variant: &str) -> String {
-    match name.strip_prefix("model_") {
-        Some(letter) => format!("{variant}_{letter}"),
-        None => format!("{variant}_{name}"),
-    }
-}
-
-fn convert(file: &Path, to: Variant, output: Option<&Path>) -> CliResult {
-    let (source, graph) = load(file)?;
-    let derived = derive(&source, &graph, to)?;
-    let what = match to {
-        Variant::Strided => {
-            "strided: each max-pool deleted, its stride moved to the conv before it"
-        }
-        Variant::Allconv => {
-            "allconv: each max-pool replaced by a conv of its kernel, stride and width"
-        }
-        Variant::Convpool => {
-            "convpool: a dense 3x3 conv of the same width inserted before each max-pool"
-        }
-    };
-    let header = vec![
-        format!(
-            "Derived by `allcnnc convert --to {}` from {}",
-            variant_word(to),
-            file.display()
-        ),
-        format!("({what}; Springenberg et al. 2015, Table 2)."),
-    ];
-    let text = back::net::print(&derived, &header);
-    match output {
-        Some(path) => std::fs::write(path, &text)
-            .map_err(|err| format!("cannot write {}: {err}", path.display()))?,
-        None => print!("{text}"),
-    }
-    eprintln!(
-        "parameters: {} ({}) -> {} ({})",
-        back::summary::thousands(graph.total_params()),
-        graph.name,
-        back::summary::thousands(derived.total_params()),
-        derived.name
-    );
-    Ok(())
-}
-
-fn variant_word(to: Variant) -> &'static str {
-    match to {
-        Variant::Strided => "strided",
-        Variant::Allconv => "allconv",
-        Variant::Convpool => "convpool",
-    }
-}
-
-/// The name `graph --after` accepts for the CUDA back end's grouping, listed
-/// after the passes.
-const FUSE: &str = "fuse";
-
-fn graph(file: &Path, format: GraphFormat, after: Option<&str>) -> CliResult {
-    let (source, mut graph) = load(file)?;
-    match after {
-        // `load` already ran the analysis passes: the graph is as it was
-        // right after them.
-        None | Some("shapes" | "stats") => {}
-        // Grouping into kernels belongs to the CUDA back end and leaves the
-        // graph as it is; it runs here as a check of the analysed graph.
-        Some(FUSE) => {
-            if let Err(diags) = back::cuda::fuse::fuse(&graph) {
-                let diags: Vec<_> = diags
-                    .into_iter()
-                    .map(|diag| diag.note(format!("found by the `{FUSE}` pass")))
-                    .collect();
-                emit_stderr(&source, &diags);
-                return Err(Failure::Reported);
-            }
-            graph = graph.compacted();
-        }
-        // A rewrite runs now, and the graph is shown as it was right after it.
-        Some(name) => {
-            let Some(pass) = passes::by_name(name) else {
-                return Err(format!(
-                    "unknown pass `{name}`; passes: {}, {FUSE}",
-                    passes::PASS_NAMES.join(", ")
-                )
-                .into());
-            };
-            let mut pm = PassManager::derive(pass);
-            pm.dump_after(name);
-            if let Err(diags) = pm.run(&mut graph) {
-                emit_stderr(&source, &diags);
-                return Err(Failure::Reported);
-            }
-            if let Some(dumped) = pm.dumped() {
-                graph = dumped.clone();
-            }
-        }
-    }
-    match format {
-        GraphFormat::Dot => print!("{}", back::dot::to_dot(&graph)),
-        GraphFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&back::json::to_json(&graph, Some(&source)))
-                .expect("json")
-        ),
-    }
-    Ok(())
-}
-
-/// What `compile` does besides writing its files.
-pub struct CompileOptions {
-    pub report: bool,
-    pub verify: bool,
-    pub arch: String,
-    pub precision: back::cuda::Precision,
-}
-
-fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResult {
-    let (source, graph) = load(file)?;
-    std::fs::create_dir_all(output)
-        .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
-    let write = |name: String, text: String| -> Result<PathBuf, Failure> {
-        let path = output.join(name);
-        std::fs::write(&path, text)
-            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
-        Ok(path)
-    };
-    let summary = back::summary::summarize(&graph);
-    let plan = back::plan::lower(&graph, Some(&source));
-    // One grouping serves both the program and the report.
-    let fusion = back::cuda::fuse::fuse_plan(&plan);
-    let program = back::cuda::generate_fused(&plan, &fusion, options.precision);
-    let written = [
-        write(
-            format!("{}.ir.json", graph.name),
-            serde_json::to_string_pretty(&back::json::to_json(&graph, Some(&source)))
-                .expect("json"),
-        )?,
-        write(
-            format!("{}.summary.json", graph.name),
-            serde_json::to_string_pretty(&summary).expect("json"),
-        )?,
-        write(
-            format!("{}.summary.txt", graph.name),
-            back::summary::render_text(&summary),
-        )?,
-        write(
-            format!("{}.runtime-plan.json", graph.name),
-            serde_json::to_string_pretty(&plan).expect("json"),
-        )?,
-        write(format!("{}.cu", graph.name), program.source.clone())?,
-        write(
-            format!("{}.plan.json", graph.name),
-            serde_json::to_string_pretty(&program.plan).expect("json"),
-        )?,
-    ];
-    print!("{}", back::summary::render_text(&summary));
-    if options.report {
-        let batch = graph.training.as_ref().map_or(128, |t| t.batch as u64);
-        print!(
-            "{}",
-            back::cuda::report::render(&fusion, &program.plan, batch)
-        );
-    }
-    for path in written {
-        eprintln!("wrote {}", path.display());
-    }
-    if options.verify {
-        let verified = back::cuda::report::verify(&program, &options.arch)
-            .map_err(|err| Failure::Message(err.to_string()))?;
-        print!("{verified}");
-    }
-    Ok(())
+/// [`model`]'s source and graph.
+pub fn load(path: &Path) -> Result<(Source, Graph), Failure> {
+    let model = model(path)?;
+    Ok((model.source, model.graph))
 }

@@ -26,8 +26,8 @@
 //! preprocessing), reconstructions divided by their largest absolute value
 //! and mapped to `128 + 127 x` (grey is zero).
 
-use super::run::{load_trained, Device};
-use super::{load, CliResult, Failure};
+use super::args::{load_trained, DeviceArg};
+use super::{CliResult, Failure};
 use crate::vis::display::{image_tile, max_abs, signal_tile, MIN_SIDE_ONE_IMAGE_PX, MIN_SIDE_PX};
 use crate::vis::field::{receptive_fields, ReceptiveField, Window};
 use crate::vis::figure::{render, Cell, Grid, Group, Row};
@@ -97,7 +97,7 @@ pub struct VisualizeArgs {
     #[arg(long)]
     pub no_image: bool,
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: Device,
+    pub device: DeviceArg,
     /// Images per forward pass of the search
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
@@ -122,15 +122,15 @@ struct Model {
 
 impl Model {
     fn load(args: &VisualizeArgs) -> Result<Self, Failure> {
-        let (_, graph) = load(&args.file)?;
-        let fields = receptive_fields(&graph)
-            .ok_or_else(|| "internal: the stats pass did not run".to_string())?;
-        let (plan, exec, checkpoint) = load_trained(
+        let (model, exec, checkpoint) = load_trained(
             &args.file,
             &args.weights,
             args.device,
             crate::back::cuda::Precision::Fp32,
         )?;
+        let fields = receptive_fields(&model.graph)
+            .ok_or_else(|| "internal: the stats pass did not run".to_string())?;
+        let plan = model.plan;
         let names = || {
             plan.layers
                 .iter()

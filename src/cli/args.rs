@@ -1,0 +1,103 @@
+//! What the runtime subcommands share: the `--device` and `--init` flags,
+//! the model and checkpoint through the [`driver`](crate::driver) with its
+//! messages printed, and the data sets with their fit to the model.
+
+use super::{report, Failure};
+use crate::back::cuda::Precision;
+use crate::driver::{self, Model, Placed};
+use clap::ValueEnum;
+use runtime::backend::Executor;
+use runtime::data::{self, Dataset, Split};
+use runtime::plan::Plan;
+use runtime::train::checkpoint::Checkpoint;
+use std::path::Path;
+
+/// `--device`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    /// CUDA when a driver is present, else the CPU
+    Auto,
+    /// The generated CUDA kernels on host threads (slow; checks the GPU
+    /// code path without a GPU, same weights and dropout masks as `cpu`)
+    Emulator,
+}
+
+impl From<DeviceArg> for driver::Device {
+    fn from(device: DeviceArg) -> Self {
+        match device {
+            DeviceArg::Cpu => driver::Device::Cpu,
+            DeviceArg::Cuda => driver::Device::Cuda,
+            DeviceArg::Auto => driver::Device::Auto,
+            DeviceArg::Emulator => driver::Device::Emulator,
+        }
+    }
+}
+
+/// `--init`: He-normal, or He-normal then LSUV calibration on training images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    He,
+    Lsuv,
+}
+
+/// The executor of `plan` on `device`, saying so when `auto` fell back.
+pub fn executor(
+    plan: &Plan,
+    seed: u64,
+    device: DeviceArg,
+    precision: Precision,
+) -> Result<Box<dyn Executor>, Failure> {
+    let Placed { exec, fallback } =
+        driver::place(plan, seed, device.into(), precision).map_err(report)?;
+    if let Some(note) = fallback {
+        eprintln!("{note}");
+    }
+    Ok(exec)
+}
+
+/// Loads a model and its checkpoint onto a device.
+pub fn load_trained(
+    file: &Path,
+    weights: &Path,
+    device: DeviceArg,
+    precision: Precision,
+) -> Result<(Model, Box<dyn Executor>, Checkpoint), Failure> {
+    let model = super::model(file)?;
+    let (Placed { exec, fallback }, checkpoint) =
+        driver::load_trained(&model, weights, device.into(), precision).map_err(report)?;
+    if let Some(note) = fallback {
+        eprintln!("{note}");
+    }
+    Ok((model, exec, checkpoint))
+}
+
+pub fn load_split(path: &Path, split: Split, limit: Option<usize>) -> Result<Dataset, Failure> {
+    data::load_limited(path, split, limit).map_err(|err| Failure::Message(err.to_string()))
+}
+
+/// Checks that a data set fits the model, naming both sides when not.
+pub fn check_fit(plan: &Plan, dataset: &Dataset, path: &Path) -> Result<(), Failure> {
+    if dataset.shape != plan.input {
+        return Err(format!(
+            "data set {} has images of {} (CxHxW) but model `{}` expects {}",
+            path.display(),
+            dataset.shape,
+            plan.name,
+            plan.input
+        )
+        .into());
+    }
+    if dataset.classes > plan.classes {
+        return Err(format!(
+            "data set {} has {} classes but model `{}` has {}",
+            path.display(),
+            dataset.classes,
+            plan.name,
+            plan.classes
+        )
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! `allcnnc train`: the file's recipe with the command line's overrides,
+//! a fresh or resumed run through the [`driver`](crate::driver), progress
+//! bars, and a checkpoint on Ctrl-C.
+
+use super::args::{check_fit, executor, load_split, DeviceArg, InitArg};
+use super::precision::PrecisionArg;
+use super::{report, CliResult, Failure};
+use crate::back;
+use crate::driver;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use runtime::data::{Preprocess, PreprocessKind, Split};
+use runtime::train::checkpoint::{Checkpoint, Progress};
+use runtime::train::{EpochMetrics, Init, Observer, Recipe, RunDir, Trainer};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The model
+    pub file: PathBuf,
+    /// Data set folder (IDX, CIFAR-10/100 binary, or image folder with train/ and test/)
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder: metrics.jsonl, checkpoint.safetensors, best.safetensors, curves.png
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub batch: Option<u32>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Use only the first N training images
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Use only the first N test images
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: PrecisionArg,
+    /// Continue the run in --out from its checkpoint
+    #[arg(long)]
+    pub resume: bool,
+    /// Initialisation of a fresh run (overrides the file's `init`)
+    #[arg(long, value_enum)]
+    pub init: Option<InitArg>,
+}
+
+/// The file's recipe with the command line's overrides.
+fn recipe(file: Option<&Recipe>, args: &TrainArgs) -> Recipe {
+    let mut recipe = file.cloned().unwrap_or_default();
+    recipe.epochs = args.epochs.unwrap_or(recipe.epochs);
+    recipe.batch = args.batch.unwrap_or(recipe.batch);
+    recipe.lr = args.lr.unwrap_or(recipe.lr);
+    recipe.init = match args.init {
+        Some(InitArg::He) => Init::He,
+        Some(InitArg::Lsuv) => Init::Lsuv,
+        None => recipe.init,
+    };
+    recipe
+}
+
+/// Progress bars on stderr.
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Bars {
+    fn epoch_start(&mut self, epoch: u32, epochs: u32, batches: usize, done: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        bar.set_position(done as u64);
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, batch: usize, loss: f64, accuracy: f64, images_per_s: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(batch as u64);
+            bar.set_message(format!(
+                "loss {loss:.4} acc {:.2}% {images_per_s:.0} img/s",
+                100.0 * accuracy
+            ));
+        }
+    }
+
+    fn epoch_done(&mut self, m: &EpochMetrics) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!(
+            "epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.0} img/s  {:.1}s",
+            m.epoch,
+            m.lr,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            m.test_loss,
+            100.0 * m.test_accuracy,
+            m.images_per_s,
+            m.seconds
+        );
+    }
+
+    fn message(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+pub fn train(args: &TrainArgs) -> CliResult {
+    let model = super::model(&args.file)?;
+    let plan = model.plan.clone();
+    let recipe = recipe(model.graph.training.as_ref(), args);
+    let run = RunDir {
+        dir: args.out.clone(),
+    };
+    let mut exec = executor(&plan, args.seed, args.device, args.precision.into())?;
+    eprintln!(
+        "model {}: {} parameters on {}",
+        plan.name,
+        back::summary::thousands(model.graph.total_params()),
+        exec.device_name()
+    );
+
+    let mut train_set = load_split(&args.data, Split::Train, args.limit)?;
+    let mut test_set = load_split(&args.data, Split::Test, args.test_limit)?;
+    check_fit(&plan, &train_set, &args.data)?;
+    check_fit(&plan, &test_set, &args.data)?;
+
+    let (preprocess, start) = if args.resume {
+        let checkpoint = Checkpoint::load(&plan, &run.checkpoint())
+            .map_err(|err| Failure::Message(err.to_string()))?;
+        if checkpoint.model_hash != plan.model_hash {
+            eprintln!("warning: the checkpoint was written for another version of `{}`; its weights fit, resuming", plan.name);
+        }
+        driver::resume(exec.as_mut(), &checkpoint).map_err(report)?;
+        let progress = checkpoint.progress.clone();
+        eprintln!(
+            "resuming at epoch {}, batch {}",
+            progress.epoch + 1,
+            progress.batch
+        );
+        let preprocess = checkpoint
+            .preprocess
+            .unwrap_or_else(|| Preprocess::identity(plan.input));
+        (preprocess, progress)
+    } else {
+        let kind = recipe.preprocess;
+        let started = Instant::now();
+        let preprocess = Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?;
+        if kind != PreprocessKind::None {
+            eprintln!(
+                "preprocessing {} fitted in {:.1}s",
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        // A fresh run starts a fresh metrics file.
+        let _ = std::fs::remove_file(run.metrics());
+        (
+            preprocess,
+            Progress {
+                seed: args.seed,
+                ..Progress::default()
+            },
+        )
+    };
+    preprocess
+        .apply_dataset(&mut train_set)
+        .map_err(|e| e.to_string())?;
+    preprocess
+        .apply_dataset(&mut test_set)
+        .map_err(|e| e.to_string())?;
+    if !args.resume && recipe.init == Init::Lsuv {
+        let started = Instant::now();
+        let (n, scales) = driver::calibrate(exec.as_mut(), &train_set).map_err(report)?;
+        let factors: Vec<String> = scales
+            .iter()
+            .map(|s| format!("{} x{:.3}", s.layer, s.factor))
+            .collect();
+        eprintln!(
+            "init: LSUV on {n} training images in {:.1}s: {}",
+            started.elapsed().as_secs_f64(),
+            factors.join(", ")
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written kills the process as usual.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: finishing the batch and writing a checkpoint (Ctrl-C again to abort)"
+            );
+        });
+    }
+    let started = Instant::now();
+    let mut trainer = Trainer {
+        exec: exec.as_mut(),
+        train: Arc::new(train_set),
+        test: Arc::new(test_set),
+        preprocess,
+        recipe,
+        seed: args.seed,
+        run,
+        stop,
+    };
+    let history = trainer
+        .run(start, &mut Bars { bar: None })
+        .map_err(|err| Failure::Message(err.to_string()))?;
+    if let Some(last) = history.last() {
+        let best = history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max);
+        eprintln!(
+            "done: {} epochs in {:.1}s (this session), final test accuracy {:.2}%, best {:.2}%; wrote {}",
+            last.epoch,
+            started.elapsed().as_secs_f64(),
+            100.0 * last.test_accuracy,
+            100.0 * best,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
