@@ -5,12 +5,19 @@
 //! The pipeline, one folder a stage: [`front`] (text to IR), [`ir`] (the
 //! graph), [`passes`] (analysis and rewrites), [`back`] (printers, summary,
 //! lowering to the runtime's plan). [`diagnostic`] renders every error.
+//!
+//! The plan contract comes from the `allcnnc-plan` crate. The command line
+//! (`cli`) and the visualisations (`vis`) run models and need the runtime:
+//! they exist only with the default `runtime` feature, so the library builds
+//! with `--no-default-features` without the BLAS, CUDA and plotting crates.
 
 pub mod back;
+#[cfg(feature = "runtime")]
 pub mod cli;
 pub mod diagnostic;
 pub mod front;
 pub mod ir;
 pub mod paper;
 pub mod passes;
+#[cfg(feature = "runtime")]
 pub mod vis;
