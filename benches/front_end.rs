@@ -1,4 +1,7 @@
 //! Parse + every pass (analysis and the three rewrites) for two models.
+//!
+//! Needs only the compiler's library: `cargo bench --bench front_end
+//! --no-default-features` builds it without the runtime (cudarc, gemm, plotters).
 
 use allcnnc::diagnostic::Source;
 use allcnnc::front;

@@ -1,6 +1,9 @@
 //! The allcnnc runtime: executes the plans the compiler produces.
 //!
-//! - [`plan`]: the contract with the compiler (layers, shapes, parameters);
+//! - [`plan`]: the contract with the compiler (layers, shapes, parameters),
+//!   re-exported from the `allcnnc-plan` crate (lib `plan`), which also holds
+//!   the device plan ([`cuda::program`]) and the training recipe
+//!   ([`train::Recipe`], [`data::preprocess::PreprocessKind`]);
 //! - [`backend`]: the [`backend::Executor`] trait every device implements;
 //! - [`cpu`]: the CPU backend (kernels and the executor);
 //! - [`cuda`]: the CUDA backend (generated kernels run through the driver API);
@@ -14,6 +17,6 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod draw;
-pub mod plan;
+pub use ::plan::model as plan;
 pub mod rng;
 pub mod train;

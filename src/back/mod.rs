@@ -3,7 +3,8 @@
 //! - [`net`]: the pretty printer back to `.net` text (used by `convert`);
 //! - [`dot`] and [`json`]: the graph for Graphviz and for scripts;
 //! - [`summary`]: the per-layer table and its JSON form;
-//! - [`plan`]: lowering to the runtime's executable [`runtime::plan::Plan`];
+//! - [`plan`]: lowering to the executable [`::plan::Plan`] (in the contract
+//!   crate `allcnnc-plan`; the runtime runs it);
 //! - [`cuda`]: fused CUDA C kernels and the device plan the runtime's CUDA
 //!   executor runs.
 

@@ -5,7 +5,7 @@
 
 use crate::diagnostic::Source;
 use crate::ir::{Graph, Op};
-use runtime::plan::{self, Layer, Plan, Window};
+use plan::{self, Layer, Plan, Window};
 
 pub fn lower(graph: &Graph, source: Option<&Source>) -> Plan {
     let layers = graph

@@ -16,7 +16,7 @@ use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-pub use runtime::plan::{Activation, Padding, Shape};
+pub use plan::{Activation, Padding, Shape};
 pub use training::Training;
 
 /// A byte range of the `.net` source a node came from.

@@ -1,7 +1,8 @@
 //! The CUDA backend: runs the programs the compiler's CUDA back end
 //! generates (`allcnnc compile` writes them as `NAME.cu` + `NAME.plan.json`).
 //!
-//! - [`program`]: the device plan, the contract with the code generator;
+//! - [`program`]: the device plan, the contract with the code generator
+//!   (re-exported from the `allcnnc-plan` crate);
 //! - [`plan_executor`]: [`PlanExecutor`], the interpreter of a device plan
 //!   over any [`Device`], and the [`Executor`](crate::backend::Executor) it
 //!   implements;
@@ -21,7 +22,7 @@ mod driver;
 pub mod emulator;
 pub mod nvrtc;
 pub mod plan_executor;
-pub mod program;
+pub use ::plan::device as program;
 
 pub use driver::{cache_dir, driver_present, CudaExecutor, DriverDevice, CACHE_ENV};
 pub use plan_executor::{Device, PlanExecutor};

@@ -25,6 +25,16 @@ pub struct Augment {
     pub max_shift: usize,
 }
 
+/// The augmentation of a recipe's training batches.
+impl From<&crate::train::Recipe> for Augment {
+    fn from(recipe: &crate::train::Recipe) -> Self {
+        Augment {
+            flip: recipe.flip,
+            max_shift: recipe.translate as usize,
+        }
+    }
+}
+
 /// Stream tag of augmentation seeds (see `SplitMix64::derive`).
 const AUGMENT_STREAM: u64 = 0x4155_4731;
 

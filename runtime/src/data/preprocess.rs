@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DataError, Dataset, Result};
 use crate::plan::Shape;
+pub use ::plan::recipe::PreprocessKind;
 
 /// The name prefix of every preprocessing tensor.
 pub const TENSOR_PREFIX: &str = "preprocess.";
@@ -50,63 +51,6 @@ const ZCA_MATRIX_TENSOR: &str = "preprocess.zca_matrix";
 
 /// A named flat `f32` tensor: `(name, dims, values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
-
-/// Which preprocessing to fit: the recipe's choice
-/// ([`Recipe::preprocess`](crate::train::Recipe::preprocess)).
-///
-/// Serialised by variant name (`"Normalize"`) in a recipe, and by its
-/// command-line [`name`](Self::name) (`"mean-std"`) in a checkpoint's
-/// [`PreprocessHeader`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PreprocessKind {
-    /// The images stay `u8 / 255`.
-    None,
-    /// Per-channel mean/std normalisation (`mean-std`).
-    Normalize,
-    /// Global contrast normalisation + ZCA whitening (the paper).
-    GcnZca,
-}
-
-impl PreprocessKind {
-    /// All kinds with their command-line names.
-    pub const ALL: [(PreprocessKind, &'static str); 3] = [
-        (PreprocessKind::None, "none"),
-        (PreprocessKind::Normalize, "mean-std"),
-        (PreprocessKind::GcnZca, "gcn-zca"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PreprocessKind::None => "none",
-            PreprocessKind::Normalize => "mean-std",
-            PreprocessKind::GcnZca => "gcn-zca",
-        }
-    }
-}
-
-impl std::fmt::Display for PreprocessKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for PreprocessKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(kind, _)| *kind)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(_, name)| *name).collect();
-                format!(
-                    "unknown preprocessing `{text}`, expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
 
 /// A checkpoint names its preprocessing kind as the command line does.
 mod kind_by_name {

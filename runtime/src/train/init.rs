@@ -32,27 +32,8 @@
 use crate::backend::{Executor, Result};
 use crate::plan::{Activation, Op, Plan};
 use crate::rng::{derive_key, SplitMix64};
-use serde::{Deserialize, Serialize};
-
-/// Weight initialisation of a fresh run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Init {
-    /// He-normal weights, zero biases ([`he_normal`]).
-    He,
-    /// He-normal, then layer-sequential unit variance on training images
-    /// ([`lsuv`]), with class scores that start active.
-    #[default]
-    Lsuv,
-}
-
-impl Init {
-    pub fn name(self) -> &'static str {
-        match self {
-            Init::He => "he",
-            Init::Lsuv => "lsuv",
-        }
-    }
-}
+pub use ::plan::recipe::Init;
+use serde::Serialize;
 
 /// Key of the parameter-initialisation streams (mixed with the user's seed).
 const INIT_STREAM: u64 = 0x696e_6974; // "init"

@@ -24,8 +24,9 @@ pub mod init;
 use crate::backend::{BackendError, Executor, SgdStep};
 use crate::data::augment::Augment;
 use crate::data::loader::{batches_per_epoch, BatchLoader, LoaderOptions};
-use crate::data::preprocess::{Preprocess, PreprocessKind};
+use crate::data::preprocess::Preprocess;
 use crate::data::Dataset;
+pub use ::plan::recipe::{Recipe, Schedule};
 use checkpoint::{Checkpoint, CheckpointError, Progress};
 pub use init::Init;
 use serde::{Deserialize, Serialize};
@@ -38,100 +39,6 @@ use std::time::Instant;
 /// Training steps between two reads of the loss and accuracy sums (the only
 /// point where a device backend makes the host wait for the GPU).
 pub const STATS_EVERY: usize = 16;
-
-/// The learning-rate schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Schedule {
-    Constant,
-    /// Multiply by `gamma` at each milestone epoch (the paper: 0.1 at 200, 250, 300).
-    Step {
-        gamma: f64,
-        milestones: Vec<u32>,
-    },
-    /// Cosine decay from the base rate to zero over the run.
-    Cosine,
-}
-
-/// How to train a model: the `train { ... }` section of a `.net` file, which
-/// the compiler fills in (command-line flags override it). The loop reads
-/// the optimiser, schedule, batch and augmentation; the caller fits
-/// [`preprocess`](Self::preprocess) on the training set and, for a fresh
-/// run, calibrates with [`init::lsuv`] when [`init`](Self::init) asks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recipe {
-    pub momentum: f64,
-    pub nesterov: bool,
-    pub lr: f64,
-    pub schedule: Schedule,
-    pub epochs: u32,
-    pub batch: u32,
-    pub weight_decay: f64,
-    /// Preprocessing fitted on the training set.
-    pub preprocess: PreprocessKind,
-    /// Random horizontal flips.
-    pub flip: bool,
-    /// Random translations of up to this many pixels.
-    pub translate: u32,
-    /// Epochs of linear learning-rate warm-up from lr/10 (0: none).
-    pub warmup: u32,
-    /// Initialisation of a fresh run.
-    #[serde(default)]
-    pub init: Init,
-}
-
-impl Default for Recipe {
-    fn default() -> Self {
-        Self {
-            momentum: 0.9,
-            nesterov: false,
-            lr: 0.01,
-            schedule: Schedule::Constant,
-            epochs: 10,
-            batch: 128,
-            weight_decay: 0.0,
-            preprocess: PreprocessKind::Normalize,
-            flip: false,
-            translate: 0,
-            warmup: 0,
-            init: Init::Lsuv,
-        }
-    }
-}
-
-impl Recipe {
-    /// Images per training step.
-    pub fn batch_size(&self) -> usize {
-        self.batch as usize
-    }
-
-    /// The augmentation of training batches.
-    pub fn augment(&self) -> Augment {
-        Augment {
-            flip: self.flip,
-            max_shift: self.translate as usize,
-        }
-    }
-
-    /// Learning rate at `epoch` (0-based) with `progress` in 0..1 through it.
-    pub fn lr_at(&self, epoch: u32, progress: f64) -> f64 {
-        let t = epoch as f64 + progress.clamp(0.0, 1.0);
-        let base = match &self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Step { gamma, milestones } => {
-                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
-                self.lr * gamma.powi(passed as i32)
-            }
-            Schedule::Cosine => {
-                0.5 * self.lr * (1.0 + (std::f64::consts::PI * t / self.epochs.max(1) as f64).cos())
-            }
-        };
-        if self.warmup > 0 && t < self.warmup as f64 {
-            base * (0.1 + 0.9 * t / self.warmup as f64)
-        } else {
-            base
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -341,7 +248,7 @@ impl Trainer<'_> {
             let epoch = progress.epoch;
             observer.epoch_start(epoch, recipe.epochs, batches, progress.batch);
             let mut options =
-                LoaderOptions::train(batch_size, recipe.augment(), self.seed, epoch as u64);
+                LoaderOptions::train(batch_size, Augment::from(&recipe), self.seed, epoch as u64);
             options.start_batch = progress.batch;
             let started = Instant::now();
             let seconds_before = progress.seconds;

@@ -8,8 +8,8 @@
 //! weights first, then biases, so weight decay covers one prefix.
 
 use super::fuse::{Fusion, GroupKind};
-use runtime::cuda::program::{BufferSpec, DType, Extent, ParamSlot};
-use runtime::plan::{Op, Plan};
+use plan::device::{BufferSpec, DType, Extent, ParamSlot};
+use plan::{Op, Plan};
 use std::collections::HashSet;
 
 /// The buffers of a program and the buffer of every activation and gradient.

@@ -17,8 +17,8 @@ use super::generator::Gen;
 use super::text::{act_code, act_text, c_float, window_text};
 use super::tiling::{shared_bytes, tile, weight_splits, NOMINAL_BATCH, TILE_K};
 use super::{param, Constants, Item, KernelDef, Param, Precision};
-use runtime::cuda::program::{Arg, DType, Extent, Grid, KernelRole, Launch};
-use runtime::plan::{Activation, Op, Shape, Window};
+use plan::device::{Arg, DType, Extent, Grid, KernelRole, Launch};
+use plan::{Activation, Op, Shape, Window};
 
 /// Whether a conv's backward pass needs its pre-activation (a negative
 /// slope flips signs; see runtime::cpu::activation).

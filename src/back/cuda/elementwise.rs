@@ -10,7 +10,7 @@ use super::generator::Gen;
 use super::text::c_float;
 use super::tiling::{elementwise, BLOCK_THREADS, TARGET_BLOCKS};
 use super::{param, Constants, Item, KernelDef};
-use runtime::cuda::program::{Arg, Extent, Grid, KernelRole, KernelSpec, Launch};
+use plan::device::{Arg, Extent, Grid, KernelRole, KernelSpec, Launch};
 
 /// `allcnnc_reduce_splits`, the prelude kernel adding a weight gradient's
 /// split-K partial sums in a fixed order; its launches set `len` and

@@ -32,7 +32,7 @@
 use crate::back;
 use crate::diagnostic::Diagnostic;
 use crate::ir::Graph;
-use runtime::plan::{Activation, Op, Plan};
+use plan::{Activation, Op, Plan};
 use serde::Serialize;
 
 /// What a group computes.
@@ -235,7 +235,7 @@ fn conv_group(plan: &Plan, layer_idx: usize, input_dropout: Option<f32>) -> Fuse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runtime::plan::{Layer, Shape, Window};
+    use plan::{Layer, Shape, Window};
 
     fn layer(name: &str, op: Op, in_shape: Shape, out_shape: Shape) -> Layer {
         Layer {

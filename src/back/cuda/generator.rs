@@ -18,8 +18,8 @@ use super::schedule::Schedule;
 use super::text::Namer;
 use super::tiling::BLOCK_THREADS;
 use super::{Item, KernelDef, Module, Precision};
-use runtime::cuda::program::{DType, DevicePlan, Extent, Grid, KernelRole, KernelSpec, Launch};
-use runtime::plan::{Op, Plan};
+use plan::device::{DType, DevicePlan, Extent, Grid, KernelRole, KernelSpec, Launch};
+use plan::{Op, Plan};
 
 pub struct Gen<'a> {
     pub plan: &'a Plan,

@@ -11,7 +11,7 @@ use super::fuse::FusedGroup;
 use super::generator::Gen;
 use super::tiling::elementwise;
 use super::{param, KernelDef};
-use runtime::cuda::program::{Arg, Extent, Grid, KernelRole};
+use plan::device::{Arg, Extent, Grid, KernelRole};
 
 /// What the head's train and infer kernels share.
 struct HeadGroup<'a> {

@@ -55,8 +55,8 @@ pub use tiling::{BLOCK_THREADS, MAX_SPLITS, NOMINAL_BATCH, TARGET_BLOCKS, TILE_K
 
 use fuse::{fuse_plan, Fusion};
 use generator::Gen;
-use runtime::cuda::program::{Arg, DevicePlan, KernelSpec, Launch, Program};
-use runtime::plan::Plan;
+use plan::device::{Arg, DevicePlan, KernelSpec, Launch, Program};
+use plan::Plan;
 
 /// A kernel parameter: its C declaration and what the executor passes.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,8 @@ use super::generator::Gen;
 use super::text::window_text;
 use super::tiling::elementwise;
 use super::{param, Constants, Item, KernelDef};
-use runtime::cuda::program::{Arg, DType, Extent, KernelRole, Launch};
-use runtime::plan::{Op, Window};
+use plan::device::{Arg, DType, Extent, KernelRole, Launch};
+use plan::{Op, Window};
 
 /// What a pool's two kernels share.
 struct PoolGroup<'a> {

@@ -8,8 +8,11 @@
 //! dynamic shared memory the plan asks for), stack and spills.
 
 use super::fuse::{Fusion, GroupKind};
+use plan::device::DevicePlan;
+#[cfg(feature = "runtime")]
+use plan::device::Program;
+#[cfg(feature = "runtime")]
 use runtime::cuda::nvrtc::{self, Compiled, NvrtcError};
-use runtime::cuda::program::{DevicePlan, Program};
 use std::fmt::Write;
 
 fn human(value: u64, unit: &str) -> String {
@@ -37,9 +40,9 @@ fn kind_text(kind: &GroupKind) -> String {
                 text.push_str(" + bias");
             }
             match act {
-                runtime::plan::Activation::None => {}
-                runtime::plan::Activation::Relu => text.push_str(" + relu"),
-                runtime::plan::Activation::LeakyRelu { .. } => text.push_str(" + leaky relu"),
+                plan::Activation::None => {}
+                plan::Activation::Relu => text.push_str(" + relu"),
+                plan::Activation::LeakyRelu { .. } => text.push_str(" + leaky relu"),
             }
             if let Some(p) = input_dropout {
                 text = format!("dropout {p:?} on load, {text}");
@@ -122,17 +125,20 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
     out
 }
 
+#[cfg(feature = "runtime")]
 /// Compiles the program with NVRTC for `arch`: the compile result, or why not.
 pub fn compile(program: &Program, arch: &str) -> Result<Compiled, NvrtcError> {
     nvrtc::compile(&program.source, &format!("{}.cu", program.plan.model), arch)
 }
 
+#[cfg(feature = "runtime")]
 /// `--verify`: compiles the program and renders ptxas's figures per kernel.
 pub fn verify(program: &Program, arch: &str) -> Result<String, NvrtcError> {
     let compiled = compile(program, arch)?;
     Ok(render_verification(program, arch, &compiled))
 }
 
+#[cfg(feature = "runtime")]
 /// The table of [`verify`].
 pub fn render_verification(program: &Program, arch: &str, compiled: &Compiled) -> String {
     let mut out = String::new();

@@ -8,8 +8,8 @@
 //! launches produce layer `l`'s output.
 
 use super::buffers::Layout;
-use runtime::cuda::program::{Launch, LayerIo};
-use runtime::plan::Plan;
+use plan::device::{Launch, LayerIo};
+use plan::Plan;
 
 /// What the executor launches, list by list.
 pub struct Schedule {

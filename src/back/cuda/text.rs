@@ -5,7 +5,7 @@
 //! (floats in Rust's shortest round-trip form), so the source is
 //! deterministic.
 
-use runtime::plan::{Activation, Window};
+use plan::{Activation, Window};
 use std::collections::HashSet;
 
 /// A C float literal in Rust's shortest round-trip form (`0.5f`, `1e-5f`).

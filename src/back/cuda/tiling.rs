@@ -8,7 +8,7 @@
 //! so they never depend on it.
 
 use super::Precision;
-use runtime::cuda::program::{Extent, Grid};
+use plan::device::{Extent, Grid};
 
 /// Threads of every block.
 pub const BLOCK_THREADS: u32 = 256;

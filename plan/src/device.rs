@@ -74,7 +74,7 @@ pub struct BufferSpec {
 /// the same offset, in the flat gradient and momentum buffers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamSlot {
-    /// `LAYER.weight` or `LAYER.bias`, as in [`crate::plan::Plan::params`].
+    /// `LAYER.weight` or `LAYER.bias`, as in [`crate::Plan::params`].
     pub name: String,
     pub offset: usize,
     pub len: usize,
@@ -241,7 +241,7 @@ pub struct DevicePlan {
     /// SHA-256 of the CUDA source, the key of the compiled-module cache.
     pub source_sha256: String,
     pub buffers: Vec<BufferSpec>,
-    /// Parameter tensors in [`crate::plan::Plan::params`] order.
+    /// Parameter tensors in [`crate::Plan::params`] order.
     pub params: Vec<ParamSlot>,
     /// Total length of the flat parameter buffer.
     pub n_params: usize,
