@@ -54,7 +54,7 @@ export ALLCNNC_SKIP_LOG="$work/skips"
 : >"$ALLCNNC_SKIP_LOG"
 started=$(date +%s)
 set +e
-cargo test --workspace --release "$@" 2>&1 | tee "$work/log"
+cargo test --workspace --release --no-fail-fast "$@" 2>&1 | tee "$work/log"
 status=${PIPESTATUS[0]}
 set -e
 
