@@ -313,6 +313,7 @@ fn step(
         // Relative to the model's largest weight: a bias starts at zero, and
         // its value after the step is the update itself, which the momentum
         // check holds to the gradient's bounds.
+        let (g, w) = (&got_params[i], &want_params[i]);
         let error = relative_error(g, w, weight_scale);
         let scale = w.iter().fold(weight_scale, |m, v| m.max(v.abs()));
         assert!(
