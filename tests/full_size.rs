@@ -18,7 +18,10 @@
 //! has loose bounds that no rounding explains and every step must meet:
 //! the loss (fp32 1e-4, TF32 4e-3, BF16 3e-2, relative), the rms error of
 //! each gradient and momentum (5e-2, 0.1, 0.3 of its rms), the largest
-//! error of a gradient entry (0.2, 0.5, 0.6 of the tensor's largest), no
+//! error of a gradient entry (fp32: 0.2 of the tensor's largest; none on
+//! tensor cores: at batch 1 a weight gradient whose map is 1x1 is an outer
+//! product, and one leaky-ReLU flip scales a whole column by 1/slope, seen
+//! as 1.56 against 0.0157 in Large-All-CNN's conv17 in BF16), no
 //! entry left at exactly zero where the CPU's is not negligible (an
 //! unwritten tail or tile; tensor cores: under 1 in 1000, whose rounding
 //! can kill a unit the CPU keeps barely alive), and the weights after the
@@ -125,7 +128,7 @@ fn bounds(precision: Precision) -> Bounds {
         },
         Precision::Tf32 => Bounds {
             loss: 4e-3,
-            gradient_max: 0.5,
+            gradient_max: f64::INFINITY,
             gradient_rms: 0.1,
             zeros: 1e-3,
             weights: 1e-2,
@@ -134,7 +137,7 @@ fn bounds(precision: Precision) -> Bounds {
         },
         Precision::Bf16 => Bounds {
             loss: 3e-2,
-            gradient_max: 0.6,
+            gradient_max: f64::INFINITY,
             gradient_rms: 0.3,
             zeros: 1e-3,
             weights: 3e-2,
