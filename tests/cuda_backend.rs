@@ -35,41 +35,33 @@ enum Dev {
     Emulated,
 }
 
-/// Instantiates `$name` once per device: `$name::cpu`, `::cuda`, `::emulated`.
+/// Instantiates `$name` once per device: `$name::cpu`, `::cuda`,
+/// `::emulated`, or only the devices listed (`test_device!(name: cuda,
+/// emulated)` for a check with no CPU meaning, such as tensor cores).
 macro_rules! test_device {
     ($name:ident) => {
+        test_device!($name: cpu, cuda, emulated);
+    };
+    ($name:ident: $($dev:ident),+) => {
         mod $name {
-            #[test]
-            fn cpu() {
-                super::$name(super::Dev::Cpu)
-            }
-            #[test]
-            fn cuda() {
-                super::$name(super::Dev::Cuda)
-            }
-            #[test]
-            fn emulated() {
-                super::$name(super::Dev::Emulated)
-            }
+            $(
+                #[test]
+                fn $dev() {
+                    super::$name(super::Dev::of(stringify!($dev)))
+                }
+            )+
         }
     };
 }
 
-/// [`test_device!`] for a check with no CPU meaning (tensor cores):
-/// `$name::cuda` and `$name::emulated`.
-macro_rules! test_gpu_device {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn cuda() {
-                super::$name(super::Dev::Cuda)
-            }
-            #[test]
-            fn emulated() {
-                super::$name(super::Dev::Emulated)
-            }
+impl Dev {
+    fn of(name: &str) -> Self {
+        match name {
+            "cpu" => Dev::Cpu,
+            "cuda" => Dev::Cuda,
+            _ => Dev::Emulated,
         }
-    };
+    }
 }
 
 fn plan_of(text: &str) -> Plan {
@@ -231,6 +223,38 @@ fn wide_gradients_match_cpu(dev: Dev) {
 }
 test_device!(wide_gradients_match_cpu);
 
+/// A random network: `layers` between an input of `c x h x w` and a 1x1
+/// class conv, global average pooling and softmax.
+fn network_text(
+    name: &str,
+    (c, h, w): (usize, usize, usize),
+    classes: usize,
+    layers: &[String],
+) -> String {
+    let mut text = format!("network {name} {{\n    input {c}x{h}x{w}\n    classes {classes}\n");
+    for layer in layers {
+        text.push_str(&format!("    {layer}\n"));
+    }
+    text.push_str(&format!(
+        "    conv {classes} 1x1 act=none\n    gap\n    softmax\n}}\n"
+    ));
+    text
+}
+
+/// A fixed-seed proptest run: the same cases on every run (`PROPTEST_CASES`
+/// overrides `cases`).
+fn shape_config(cases: u32, max_shrink_iters: u32, seed: u64) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+    Config {
+        cases: common::cases(cases),
+        failure_persistence: None,
+        max_shrink_iters,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(seed),
+        ..Config::default()
+    }
+}
+
 /// Random networks whose every weight tensor is longer than the longest
 /// fixed launch of the generator (the reduction's 264 x 256 = 67,584
 /// threads): 64 to 96 input channels, one or two 3x3 convs of 120 to 200
@@ -239,7 +263,7 @@ test_device!(wide_gradients_match_cpu);
 /// 3: each case builds its own emulated module).
 fn wide_random_shapes_match_cpu(dev: Dev) {
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
+    use proptest::test_runner::TestRunner;
     let conv = (120usize..200, 1usize..3, prop::bool::ANY, prop::bool::ANY).prop_map(
         |(width, stride, same, leaky)| {
             format!(
@@ -255,25 +279,8 @@ fn wide_random_shapes_match_cpu(dev: Dev) {
         600usize..800,
         prop::collection::vec(conv, 1..3),
     )
-        .prop_map(|(c, hw, classes, convs)| {
-            let mut text =
-                format!("network wide {{\n    input {c}x{hw}x{hw}\n    classes {classes}\n");
-            for conv in convs {
-                text.push_str(&format!("    {conv}\n"));
-            }
-            text.push_str(&format!(
-                "    conv {classes} 1x1 act=none\n    gap\n    softmax\n}}\n"
-            ));
-            text
-        });
-    let config = Config {
-        cases: common::cases(3),
-        failure_persistence: None,
-        max_shrink_iters: 20,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: RngSeed::Fixed(2),
-        ..Config::default()
-    };
+        .prop_map(|(c, hw, classes, convs)| network_text("wide", (c, hw, hw), classes, &convs));
+    let config = shape_config(3, 20, 2);
     let result = TestRunner::new(config).run(&model, |text| {
         let plan = plan_of(&text);
         for spec in plan.params().iter().filter(|p| p.dims.len() == 4) {
@@ -373,36 +380,20 @@ fn step_both(
 /// picks another set).
 fn random_shapes_match_cpu(dev: Dev) {
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestRunner};
+    use proptest::test_runner::{TestCaseError, TestRunner};
     let model = (
         (1usize..4, 3usize..13, 3usize..13),
         2usize..6,
         prop::collection::vec(common::layer(13, 4), 1..5),
     )
         .prop_map(|((c, h, w), classes, layers)| {
-            let mut text =
-                format!("network random {{\n    input {c}x{h}x{w}\n    classes {classes}\n");
-            for layer in layers {
-                text.push_str(&format!("    {layer}\n"));
-            }
-            text.push_str(&format!(
-                "    conv {classes} 1x1 act=none\n    gap\n    softmax\n}}\n"
-            ));
-            text
+            network_text("random", (c, h, w), classes, &layers)
         });
-    let config = Config {
-        cases: common::cases(24),
-        failure_persistence: None,
-        max_shrink_iters: 200,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: RngSeed::Fixed(
-            std::env::var("ALLCNNC_SHAPE_SEED")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1),
-        ),
-        ..Config::default()
-    };
+    let seed = std::env::var("ALLCNNC_SHAPE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let config = shape_config(24, 200, seed);
     let checked = std::cell::Cell::new(0u32);
     let result = TestRunner::new(config).run(&model, |text| {
         let source = Source::new("random.net", text.as_str());
@@ -519,7 +510,7 @@ fn tensor_cores_match_cpu(dev: Dev) {
         );
     }
 }
-test_gpu_device!(tensor_cores_match_cpu);
+test_device!(tensor_cores_match_cpu: cuda, emulated);
 
 /// Maximum error of a layer output, relative to its largest magnitude, with
 /// convolution inputs rounded to TF32 (10 mantissa bits) and BF16 (7).

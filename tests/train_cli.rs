@@ -51,26 +51,34 @@ fn write_model(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-fn train_args(model: &Path, out: &Path) -> Vec<String> {
-    [
+/// `train MODEL --data FASHION --out OUT` and `flags`.
+fn train_command(model: &Path, out: &Path, flags: &[&str]) -> Vec<String> {
+    let head = [
         "train",
         model.to_str().unwrap(),
         "--data",
         FASHION,
         "--out",
         out.to_str().unwrap(),
-        "--limit",
-        "4000",
-        "--test-limit",
-        "500",
-        "--device",
-        "cpu",
-        "--seed",
-        "7",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    head.iter().chain(flags).map(|s| s.to_string()).collect()
+}
+
+fn train_args(model: &Path, out: &Path) -> Vec<String> {
+    train_command(
+        model,
+        out,
+        &[
+            "--limit",
+            "4000",
+            "--test-limit",
+            "500",
+            "--device",
+            "cpu",
+            "--seed",
+            "7",
+        ],
+    )
 }
 
 fn run(args: &[String]) -> Output {
@@ -356,31 +364,26 @@ fn emulator_takes_the_cpu_step() {
     let mut momenta = Vec::new();
     for device in ["cpu", "emulator"] {
         let out = dir.path().join(device);
-        let args: Vec<String> = [
-            "train",
-            model.to_str().unwrap(),
-            "--data",
-            FASHION,
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            device,
-            "--init",
-            "he",
-            "--epochs",
-            "1",
-            "--limit",
-            "2",
-            "--test-limit",
-            "2",
-            "--batch",
-            "2",
-            "--seed",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = train_command(
+            &model,
+            &out,
+            &[
+                "--device",
+                device,
+                "--init",
+                "he",
+                "--epochs",
+                "1",
+                "--limit",
+                "2",
+                "--test-limit",
+                "2",
+                "--batch",
+                "2",
+                "--seed",
+                "1",
+            ],
+        );
         let output = run(&args);
         assert!(output.status.success(), "{device}: {}", stderr(&output));
         let plan = allcnnc::driver::Model::from_text("tiny.net", TINY)
