@@ -149,15 +149,21 @@ fn check_resume(signal: &str) {
         .count();
     assert!(lines < 3, "interrupted run wrote all epochs");
 
+    if signal != "-KILL" {
+        // Handled: a mid-epoch checkpoint, not a death at the signal.
+        assert!(
+            stderr(&killed).contains("checkpoint saved, continue with --resume"),
+            "{}",
+            stderr(&killed)
+        );
+    }
+
     let mut resume = args.clone();
     resume.push("--resume".into());
     let out = run(&resume);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("resuming at epoch"),
-        "{}",
-        stderr(&out)
-    );
+    let err = stderr(&out);
+    assert!(err.contains("resuming at epoch"), "{err}");
 
     let a = params_of(&model, &whole.join("checkpoint.safetensors"));
     let b = params_of(&model, &cut.join("checkpoint.safetensors"));
@@ -183,6 +189,284 @@ fn interrupted_mid_epoch_checkpoints_and_resumes_to_the_same_weights() {
     // SIGINT: the run writes a mid-epoch checkpoint (epoch, batch and the
     // epoch's running sums) and resumes at the next batch.
     check_resume("-INT");
+}
+
+#[test]
+fn terminated_mid_epoch_checkpoints_and_resumes_to_the_same_weights() {
+    // SIGTERM (kill, timeout, schedulers, container stops) is handled like
+    // Ctrl-C: a mid-epoch checkpoint, then a bit-exact resume.
+    check_resume("-TERM");
+}
+
+/// A one-epoch run of 256 images into `out`; returns its arguments.
+fn short_run(model: &Path, out: &Path) -> Vec<String> {
+    let mut args = train_args(model, out);
+    let limit = args.iter().position(|a| a == "--limit").unwrap();
+    args[limit + 1] = "256".into();
+    args.extend(["--epochs".into(), "1".into()]);
+    let done = run(&args);
+    assert!(done.status.success(), "{}", stderr(&done));
+    args
+}
+
+#[test]
+fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
+    require_data();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let out_dir = dir.path().join("run");
+    let args = short_run(&model, &out_dir);
+    let checkpoint = std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap();
+    let metrics = std::fs::read(out_dir.join("metrics.jsonl")).unwrap();
+
+    // Again, with another seed: refused before any work, files untouched.
+    let mut again = args.clone();
+    let seed = again.iter().position(|a| a == "--seed").unwrap();
+    again[seed + 1] = "8".into();
+    let out = run(&again);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("already holds a run")
+            && err.contains("model `tiny`")
+            && err.contains("1 epoch finished")
+            && err.contains("--resume")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap(),
+        checkpoint
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+
+    // Resuming a finished run says so instead of doing nothing.
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let out = run(&resume);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already finished 1 of its 1 epochs"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A resumed run keeps its seed.
+    let mut reseeded = again.clone();
+    let epochs = reseeded.iter().position(|a| a == "--epochs").unwrap();
+    reseeded[epochs + 1] = "2".into();
+    reseeded.push("--resume".into());
+    let out = run(&reseeded);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--seed 8 differs from the run's seed 7"),
+        "{}",
+        stderr(&out)
+    );
+
+    // --overwrite replaces it: a fresh run of one epoch, one metrics line.
+    again.push("--overwrite".into());
+    let out = run(&again);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_ne!(
+        std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap(),
+        checkpoint,
+        "seed 8 trained the same weights as seed 7"
+    );
+}
+
+#[test]
+fn two_trainers_never_share_a_run_folder() {
+    require_data();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let out_dir = dir.path().join("run");
+    let args = train_args(&model, &out_dir);
+    let first = bin()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let second = run(&args);
+    let waited = started.elapsed();
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let err = stderr(&second);
+    assert!(
+        err.contains("in use by another allcnnc process")
+            && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "second run took {waited:?}"
+    );
+
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let epochs: Vec<u64> = std::fs::read_to_string(out_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(epochs, [1, 2, 3], "metrics of more than one run");
+    let plan = allcnnc::driver::Model::from_file(&model).unwrap().plan;
+    let checkpoint = Checkpoint::load(&plan, &out_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        (checkpoint.progress.epoch, checkpoint.progress.seed),
+        (3, 7)
+    );
+}
+
+/// `train MODEL --data /nonexistent/data --out OUT FLAGS`: its exit code
+/// and stderr.
+fn train_without_data(model: &Path, out: &Path, flags: &[&str]) -> (Option<i32>, String) {
+    let result = bin()
+        .args([
+            "train",
+            model.to_str().unwrap(),
+            "--data",
+            "/nonexistent/data",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(flags)
+        .output()
+        .unwrap();
+    (result.status.code(), stderr(&result))
+}
+
+#[test]
+fn a_bad_out_fails_before_any_data_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    // The data folder does not exist: an error about it would mean the
+    // data was read first.
+    for (out, flags, says) in [
+        (file.as_path(), &[][..], "is a file, not a folder"),
+        (
+            Path::new("/proc/allcnnc-run"),
+            &[],
+            "cannot create the run folder",
+        ),
+        (
+            &dir.path().join("empty"),
+            &["--resume"],
+            "nothing to resume",
+        ),
+    ] {
+        let (code, err) = train_without_data(&model, out, flags);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(says) && !err.contains("/nonexistent"), "{err}");
+    }
+}
+
+#[test]
+fn flags_out_of_range_are_refused_with_the_train_sections_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let model = model.to_str().unwrap();
+    let train = [
+        "train",
+        model,
+        "--data",
+        "/nonexistent",
+        "--out",
+        "/nonexistent/out",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--lr", "-0.1"],
+            "learning rate -0.1 is out of range: must be above 0 and below 100",
+        ),
+        (vec!["--lr", "NaN"], "must be above 0 and below 100"),
+        (vec!["--lr", "0"], "must be above 0 and below 100"),
+        (vec!["--epochs", "0"], "must be at least 1"),
+        (vec!["--batch", "0"], "must be at least 1"),
+        (vec!["--limit", "0"], "must be at least 1"),
+        (vec!["--test-limit", "0"], "must be at least 1"),
+    ];
+    for (flags, says) in cases {
+        let out = bin().args(train).args(&flags).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("/nonexistent"),
+            "{flags:?}: {err}"
+        );
+    }
+    let visualize = [
+        "visualize",
+        model,
+        "--weights",
+        "w",
+        "--layer",
+        "conv1",
+        "--out",
+        "o",
+    ];
+    let eval = ["eval", model, "--weights", "w", "--data", "d"];
+    for args in [
+        [&visualize[..], &["--top", "0"]].concat(),
+        [&visualize[..], &["--limit", "0"]].concat(),
+        vec!["bench", model, "--steps", "0"],
+        vec!["bench", model, "--batch", "0"],
+        [&eval[..], &["--batch", "0"]].concat(),
+        [&eval[..], &["--limit", "0"]].concat(),
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("must be at least 1"), "{args:?}: {err}");
+    }
+}
+
+/// Writes an uncompressed IDX file of unsigned bytes: the magic number
+/// (type 0x08, then the number of dimensions), `dims` big-endian, `data`.
+fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_empty_test_set_is_reported_as_such() {
+    require_data();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+        std::fs::copy(Path::new(FASHION).join(name), data.join(name)).unwrap();
+    }
+    write_idx(&data.join("t10k-images-idx3-ubyte"), &[0, 28, 28], &[]);
+    write_idx(&data.join("t10k-labels-idx1-ubyte"), &[0], &[]);
+    let out = bin()
+        .args(["train", model.to_str().unwrap(), "--data"])
+        .arg(&data)
+        .args(["--limit", "64", "--epochs", "1", "--device", "cpu", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("has no test images"), "{err}");
 }
 
 #[test]
@@ -317,14 +601,20 @@ fn checkpoint_of_another_model_names_the_layer_and_shapes() {
 fn a_diverging_run_stops_and_names_the_step() {
     require_data();
     let dir = tempfile::tempdir().unwrap();
-    let model = write_model(dir.path(), TINY);
+    // Linear layers: nothing dies at a high rate, the weights blow up.
+    let model = write_model(
+        dir.path(),
+        &TINY.replace(" stride=2\n", " stride=2 act=none\n"),
+    );
     let mut args = train_args(&model, &dir.path().join("run"));
-    args.extend(["--lr".into(), "1e6".into(), "--epochs".into(), "2".into()]);
+    args.extend(["--lr".into(), "90".into(), "--epochs".into(), "2".into()]);
     let out = run(&args);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("lower learning rate") && err.contains("step"),
+        err.contains("lower learning rate")
+            && err.contains("step")
+            && err.contains("no checkpoint was written yet"),
         "{err}"
     );
 }
@@ -333,23 +623,9 @@ fn a_diverging_run_stops_and_names_the_step() {
 fn missing_data_folder_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), TINY);
-    let out = bin()
-        .args([
-            "train",
-            model.to_str().unwrap(),
-            "--data",
-            "/nonexistent/data",
-            "--out",
-        ])
-        .arg(dir.path().join("r"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("/nonexistent/data"),
-        "{}",
-        stderr(&out)
-    );
+    let (code, err) = train_without_data(&model, &dir.path().join("r"), &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/data"), "{err}");
 }
 
 /// `--device emulator` runs the generated CUDA kernels: from the same seed

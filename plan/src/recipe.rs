@@ -97,6 +97,29 @@ impl Recipe {
     }
 }
 
+/// The ranges of the settings, enforced alike on a `train` section and on
+/// the command line's overrides of it, so that a value is refused with the
+/// same rule and the same words wherever it comes from.
+pub mod ranges {
+    /// `lr`: what [`learning_rate`] accepts.
+    pub const LEARNING_RATE: &str = "above 0 and below 100";
+    /// `epochs`, `batch` and the command line's counts.
+    pub const COUNT: &str = "at least 1";
+
+    /// `schedule step gamma=G`: what [`gamma`] accepts.
+    pub const GAMMA: &str = "above 0 and at most 1";
+
+    /// A learning rate that can train (NaN and infinities are outside).
+    pub fn learning_rate(lr: f64) -> bool {
+        lr > 0.0 && lr < 100.0
+    }
+
+    /// A step schedule's factor: it decays the rate, never flips its sign.
+    pub fn gamma(gamma: f64) -> bool {
+        gamma > 0.0 && gamma <= 1.0
+    }
+}
+
 /// Weight initialisation of a fresh run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Init {

@@ -73,8 +73,15 @@ pub fn load_trained(
     Ok((model, exec, checkpoint))
 }
 
+/// Loads one split of a data set; an empty split is an error (an accuracy
+/// over no images would read as "0.00%").
 pub fn load_split(path: &Path, split: Split, limit: Option<usize>) -> Result<Dataset, Failure> {
-    data::load_limited(path, split, limit).map_err(|err| Failure::Message(err.to_string()))
+    let dataset =
+        data::load_limited(path, split, limit).map_err(|err| Failure::Message(err.to_string()))?;
+    if dataset.is_empty() {
+        return Err(format!("data set {} has no {split} images", path.display()).into());
+    }
+    Ok(dataset)
 }
 
 /// Checks that a data set fits the model, naming both sides when not.

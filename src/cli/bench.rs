@@ -2,6 +2,7 @@
 //! with `--profile` every kernel of a step timed launch by launch.
 
 use super::args::{executor, DeviceArg};
+use super::flags;
 use super::precision::PrecisionArg;
 use super::{CliResult, Failure};
 use crate::back::cuda::Precision;
@@ -13,7 +14,7 @@ use std::time::Instant;
 #[derive(Args)]
 pub struct BenchArgs {
     pub file: PathBuf,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = flags::count::<usize>)]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
@@ -21,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,
     /// Timed training steps (after 2 warm-up steps)
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = flags::count::<usize>)]
     pub steps: usize,
     /// Also time every kernel of one training step and one inference pass
     /// (each launch waits for the device: a GPU backend only)
@@ -35,7 +36,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     let plan = super::model(&args.file)?.plan;
     let macs = plan.forward_macs() as f64;
     let mut exec = executor(&plan, 0, args.device, args.precision.into())?;
-    let n = args.batch.max(1);
+    let n = args.batch;
     // Deterministic pseudo-random inputs: speed does not depend on values.
     let images: Vec<f32> = (0..n * plan.input.len())
         .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
@@ -64,7 +65,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     // Reading the statistics waits for the device, so the timer brackets
     // finished work only.
     exec.take_stats().map_err(|e| e.to_string())?;
-    let steps = args.steps.max(1);
+    let steps = args.steps;
     let started = Instant::now();
     for _ in 0..steps {
         train_step(exec.as_mut())?;

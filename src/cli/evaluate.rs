@@ -2,6 +2,7 @@
 //! set or images through its preprocessing, text or JSON.
 
 use super::args::{check_fit, load_split, load_trained, DeviceArg};
+use super::flags;
 use super::precision::PrecisionArg;
 use super::CliResult;
 use crate::back::cuda::Precision;
@@ -19,14 +20,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Use only the first N test images
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count::<usize>)]
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = flags::count::<usize>)]
     pub batch: usize,
     #[arg(long)]
     pub json: bool,

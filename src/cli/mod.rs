@@ -11,6 +11,7 @@ pub mod args;
 pub mod bench;
 pub mod compile;
 pub mod evaluate;
+pub mod flags;
 pub mod precision;
 pub mod train;
 pub mod visualize;

@@ -3,6 +3,7 @@
 //! bars, and a checkpoint on Ctrl-C.
 
 use super::args::{check_fit, executor, load_split, DeviceArg, InitArg};
+use super::flags;
 use super::precision::PrecisionArg;
 use super::{report, CliResult, Failure};
 use crate::back;
@@ -11,6 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::data::{Preprocess, PreprocessKind, Split};
 use runtime::train::checkpoint::{Checkpoint, Progress};
+use runtime::train::run_dir::RunLock;
 use runtime::train::{EpochMetrics, Init, Observer, Recipe, RunDir, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,28 +29,34 @@ pub struct TrainArgs {
     /// Run folder: metrics.jsonl, checkpoint.safetensors, best.safetensors, curves.png
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count::<u32>)]
     pub epochs: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count::<u32>)]
     pub batch: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::learning_rate, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Use only the first N training images
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count::<usize>)]
     pub limit: Option<usize>,
     /// Use only the first N test images
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count::<usize>)]
     pub test_limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of a fresh run: data order, augmentation, dropout (default 0;
+    /// a resumed run keeps its own)
+    #[arg(long)]
+    pub seed: Option<u64>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,
     /// Continue the run in --out from its checkpoint
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Start a fresh run in an --out that holds one, deleting its
+    /// checkpoints, metrics and curves
+    #[arg(long)]
+    pub overwrite: bool,
     /// Initialisation of a fresh run (overrides the file's `init`)
     #[arg(long, value_enum)]
     pub init: Option<InitArg>,
@@ -120,14 +128,45 @@ impl Observer for Bars {
     }
 }
 
+/// Takes the run folder for this run before any data is loaded or compute
+/// spent: it must be a writable folder no other process trains into, and a
+/// fresh run must not land on an earlier one unless `--overwrite` says so.
+fn claim(run: &RunDir, args: &TrainArgs) -> Result<RunLock, Failure> {
+    let lock = run.lock().map_err(|err| err.to_string())?;
+    let existing = run.existing();
+    if args.resume {
+        if !run.checkpoint().exists() {
+            return Err(format!(
+                "nothing to resume in {}: it holds no checkpoint.safetensors; start a fresh run without --resume",
+                run.dir.display()
+            )
+            .into());
+        }
+    } else if let Some(found) = existing {
+        if !args.overwrite {
+            return Err(format!(
+                "{} already holds a run ({found}); continue it with --resume, or replace it with --overwrite",
+                run.dir.display()
+            )
+            .into());
+        }
+    }
+    Ok(lock)
+}
+
 pub fn train(args: &TrainArgs) -> CliResult {
     let model = super::model(&args.file)?;
     let plan = model.plan.clone();
     let recipe = recipe(model.graph.training.as_ref(), args);
-    let run = RunDir {
-        dir: args.out.clone(),
-    };
-    let mut exec = executor(&plan, args.seed, args.device, args.precision.into())?;
+    let run = RunDir::new(&args.out);
+    // Held to the end of the run; the OS releases it if the process dies.
+    let _lock = claim(&run, args)?;
+    let mut exec = executor(
+        &plan,
+        args.seed.unwrap_or(0),
+        args.device,
+        args.precision.into(),
+    )?;
     eprintln!(
         "model {}: {} parameters on {}",
         plan.name,
@@ -143,6 +182,13 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let (preprocess, start) = if args.resume {
         let checkpoint = Checkpoint::load(&plan, &run.checkpoint())
             .map_err(|err| Failure::Message(err.to_string()))?;
+        if let Some(seed) = args.seed.filter(|&s| s != checkpoint.progress.seed) {
+            return Err(format!(
+                "--seed {seed} differs from the run's seed {}; a resumed run keeps its seed (drop --seed)",
+                checkpoint.progress.seed
+            )
+            .into());
+        }
         if checkpoint.model_hash != plan.model_hash {
             eprintln!("warning: the checkpoint was written for another version of `{}`; its weights fit, resuming", plan.name);
         }
@@ -168,12 +214,19 @@ pub fn train(args: &TrainArgs) -> CliResult {
                 started.elapsed().as_secs_f64()
             );
         }
-        // A fresh run starts a fresh metrics file.
-        let _ = std::fs::remove_file(run.metrics());
+        // Only now that the data has loaded and fitted: --overwrite deletes
+        // the earlier run's files (a fresh run into a folder holding one
+        // was refused above without it).
+        run.clear().map_err(|err| {
+            format!(
+                "cannot remove the earlier run in {}: {err}",
+                run.dir.display()
+            )
+        })?;
         (
             preprocess,
             Progress {
-                seed: args.seed,
+                seed: args.seed.unwrap_or(0),
                 ..Progress::default()
             },
         )
@@ -201,13 +254,15 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // A second Ctrl-C while the checkpoint is written kills the process as usual.
+        // Ctrl-C, SIGTERM (kill, timeout, schedulers, container stops) and
+        // SIGHUP alike; a second signal while the checkpoint is written
+        // exits at once.
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
             eprintln!(
-                "\ninterrupt: finishing the batch and writing a checkpoint (Ctrl-C again to abort)"
+                "\ninterrupted: finishing the batch and writing a checkpoint (interrupt again to abort)"
             );
         });
     }
@@ -218,7 +273,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
         test: Arc::new(test_set),
         preprocess,
         recipe,
-        seed: args.seed,
+        seed: start.seed,
         run,
         stop,
     };

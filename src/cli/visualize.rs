@@ -27,6 +27,7 @@
 //! and mapped to `128 + 127 x` (grey is zero).
 
 use super::args::{load_trained, DeviceArg};
+use super::flags;
 use super::{CliResult, Failure};
 use crate::vis::display::{image_tile, max_abs, signal_tile, MIN_SIDE_ONE_IMAGE_PX, MIN_SIDE_PX};
 use crate::vis::field::{receptive_fields, ReceptiveField, Window};
@@ -79,7 +80,7 @@ pub struct VisualizeArgs {
     #[arg(long, value_delimiter = ',')]
     pub units: Vec<usize>,
     /// Images per unit
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = flags::count::<usize>)]
     pub top: usize,
     /// Backward rule; default guided for top patches, all for --image, --index and --no-image
     #[arg(long, value_enum)]
@@ -91,7 +92,7 @@ pub struct VisualizeArgs {
     #[arg(long, requires = "data", conflicts_with = "no_image")]
     pub index: Option<usize>,
     /// Search only the first N test images
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = flags::count::<usize>)]
     pub limit: usize,
     /// Reconstruct the unit at the centre of the map without an input image
     #[arg(long)]
@@ -99,7 +100,7 @@ pub struct VisualizeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// Images per forward pass of the search
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = flags::count::<usize>)]
     pub batch: usize,
     /// The figure (PNG)
     #[arg(long)]
@@ -300,7 +301,7 @@ fn top_patches(
     args: &VisualizeArgs,
 ) -> Result<(Grid, Value), Failure> {
     let data_path = args.data.as_deref().expect("top patches need --data");
-    let raw = load_test(data_path, Some(args.limit.max(1)), &model.plan)?;
+    let raw = load_test(data_path, Some(args.limit), &model.plan)?;
     let mut images = raw.images.clone();
     model.preprocess(&mut images, raw.len())?;
     let input = model.plan.input;
@@ -308,7 +309,7 @@ fn top_patches(
     let search = Search {
         layer_idx: model.layer_idx,
         channels: &model.channels,
-        top: args.top.max(1),
+        top: args.top,
         batch: args.batch,
     };
     let hits = search

@@ -12,4 +12,4 @@
 //! conversion between the two crates.
 
 pub use plan::recipe::PreprocessKind as Preprocess;
-pub use plan::recipe::{Init, Recipe as Training, Schedule};
+pub use plan::recipe::{ranges, Init, Recipe as Training, Schedule};

@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod curves;
 pub mod init;
+pub mod run_dir;
 
 use crate::backend::{BackendError, Executor, SgdStep};
 use crate::data::augment::Augment;
@@ -29,9 +30,10 @@ use crate::data::Dataset;
 pub use ::plan::recipe::{Recipe, Schedule};
 use checkpoint::{Checkpoint, CheckpointError, Progress};
 pub use init::Init;
+pub use run_dir::{read_metrics, RunDir};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,7 +49,9 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(
-        "the loss became {value} at epoch {epoch}, within batches {first_batch}-{batch} (steps {first_step}-{step}); training stopped and the last good checkpoint was kept. Try a lower learning rate (now {lr})"
+        "the loss became {value} at epoch {epoch}, within batches {first_batch}-{batch} (steps {first_step}-{step}); training stopped{}. {}",
+        if *checkpoint_kept { " and the last good checkpoint was kept" } else { "; no checkpoint was written yet" },
+        lr_advice(*lr)
     )]
     NonFinite {
         value: f64,
@@ -57,6 +61,8 @@ pub enum TrainError {
         first_step: u64,
         step: u64,
         lr: f64,
+        /// Whether the run folder holds a checkpoint of this run.
+        checkpoint_kept: bool,
     },
     #[error("cannot write {path}: {source}")]
     Io {
@@ -66,9 +72,30 @@ pub enum TrainError {
     #[error("the training set ({train} images) is smaller than one batch ({batch})")]
     TooFewImages { train: usize, batch: usize },
     #[error(
+        "the run has already finished {done} of its {epochs} epochs; to train longer, resume with a larger --epochs"
+    )]
+    Finished { done: u32, epochs: u32 },
+    #[error(
+        "the checkpoint stopped after batch {batch} of epoch {epoch}, but an epoch here has {batches} batches; resume with the --batch and --limit of the run"
+    )]
+    BatchOutOfRange {
+        epoch: u32,
+        batch: usize,
+        batches: usize,
+    },
+    #[error(
         "interrupted at epoch {epoch}, batch {batch}; checkpoint saved, continue with --resume"
     )]
     Interrupted { epoch: u32, batch: usize },
+}
+
+/// What to try after a non-finite loss, for the rate of the failing step.
+fn lr_advice(lr: f64) -> String {
+    if lr > 0.0 && lr.is_finite() {
+        format!("Try a lower learning rate (it was {lr} at that step)")
+    } else {
+        format!("The learning rate was {lr} at that step, which cannot train: check the `lr` and `schedule` settings")
+    }
 }
 
 /// One line of `metrics.jsonl`.
@@ -162,37 +189,6 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Files of a run folder.
-pub struct RunDir {
-    pub dir: PathBuf,
-}
-
-impl RunDir {
-    pub fn checkpoint(&self) -> PathBuf {
-        self.dir.join("checkpoint.safetensors")
-    }
-    pub fn best(&self) -> PathBuf {
-        self.dir.join("best.safetensors")
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
-    }
-    pub fn curves(&self) -> PathBuf {
-        self.dir.join("curves.png")
-    }
-}
-
-/// Reads `metrics.jsonl` (missing file: no lines).
-pub fn read_metrics(path: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(path)
-        .map(|text| {
-            text.lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A training run: model on a device, data, recipe and run folder.
 pub struct Trainer<'a> {
     pub exec: &'a mut dyn Executor,
@@ -235,6 +231,19 @@ impl Trainer<'_> {
             return Err(TrainError::TooFewImages {
                 train: self.train.len(),
                 batch: batch_size,
+            });
+        }
+        if start.epoch >= recipe.epochs {
+            return Err(TrainError::Finished {
+                done: start.epoch,
+                epochs: recipe.epochs,
+            });
+        }
+        if start.batch >= batches {
+            return Err(TrainError::BatchOutOfRange {
+                epoch: start.epoch + 1,
+                batch: start.batch,
+                batches,
             });
         }
         std::fs::create_dir_all(&self.run.dir).map_err(|source| TrainError::Io {
@@ -287,6 +296,7 @@ impl Trainer<'_> {
                         first_step,
                         step,
                         lr: last_lr,
+                        checkpoint_kept: self.run.checkpoint().exists(),
                     });
                 }
                 window_first = index + 1;

@@ -9,7 +9,7 @@ use super::values::keyword;
 use super::{stmt_span, Elaborator};
 use crate::diagnostic::Diagnostic;
 use crate::front::ast::*;
-use crate::ir::training::{Init, Preprocess, Schedule};
+use crate::ir::training::{ranges, Init, Preprocess, Schedule};
 use crate::ir::Training;
 use std::collections::HashMap;
 
@@ -141,13 +141,13 @@ impl Elaborator {
     /// `lr VALUE`, above 0 and below 100.
     fn learning_rate(&mut self, args: &mut Args<'_>, training: &mut Training) -> Allowed {
         if let Some(lr) = args.take("value", &[], Some(0)).and_then(|v| self.float(v)) {
-            if lr > 0.0 && lr < 100.0 {
+            if ranges::learning_rate(lr) {
                 training.lr = lr;
             } else {
                 self.range_error(
                     args.span_of("value", Some(0)),
                     "learning rate",
-                    "above 0 and below 100",
+                    ranges::LEARNING_RATE,
                 );
             }
         }
@@ -165,7 +165,11 @@ impl Elaborator {
         let which = args.take("kind", &[], Some(0)).and_then(keyword);
         let mut gamma = 0.1;
         if let Some(g) = args.take("gamma", &[], None).and_then(|v| self.float(v)) {
-            gamma = g;
+            if ranges::gamma(g) {
+                gamma = g;
+            } else {
+                self.range_error(args.span_of("gamma", None), "gamma", ranges::GAMMA);
+            }
         }
         let at = args.take("at", &["milestones"], None).cloned();
         training.schedule = match which.as_deref() {
@@ -213,7 +217,7 @@ impl Elaborator {
                     "epochs" if n >= 1 => training.epochs = n,
                     "batch" if n >= 1 => training.batch = n,
                     "warmup" => training.warmup = n,
-                    _ => self.range_error(Some(value.span.clone()), kind, "at least 1"),
+                    _ => self.range_error(Some(value.span.clone()), kind, ranges::COUNT),
                 }
             }
         }
