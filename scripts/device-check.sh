@@ -181,8 +181,15 @@ if wanted report && room compile-report 20; then
 fi
 
 if wanted bench; then
+    # TF32 is a tensor-core format: the CPU runs fp32, and bf16 where it has
+    # AVX512-BF16.
+    precisions="fp32 tf32 bf16"
+    if [ "$device" = cpu ]; then
+        precisions=fp32
+        grep -qw avx512_bf16 /proc/cpuinfo && precisions="fp32 bf16"
+    fi
     for batch in 128 256; do
-        for precision in fp32 tf32 bf16; do
+        for precision in $precisions; do
             room "allcnnc-$batch-$precision" 20 || continue
             log "allcnnc bench, batch $batch, $precision"
             timeout "$(limit 60)" "$allcnnc" bench models/all-cnn-c.net --device "$device" --batch "$batch" \

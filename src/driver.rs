@@ -19,7 +19,7 @@ use crate::diagnostic::{render_plain, Diagnostic, Source};
 use crate::front;
 use crate::ir::Graph;
 use runtime::backend::Executor;
-use runtime::cpu::CpuExecutor;
+use runtime::cpu::{CpuExecutor, Operands};
 use runtime::data::Dataset;
 use runtime::plan::Plan;
 use runtime::train::checkpoint::Checkpoint;
@@ -130,7 +130,7 @@ pub fn place(
         fallback: None,
     };
     match device {
-        Device::Cpu => cpu(plan, seed).map(placed),
+        Device::Cpu => cpu(plan, seed, precision).map(placed),
         Device::Cuda => {
             if !runtime::cuda::driver_present() {
                 return Err(DriverError::Device(
@@ -142,12 +142,12 @@ pub fn place(
         Device::Auto if runtime::cuda::driver_present() => match cuda(plan, seed, precision) {
             Ok(exec) => Ok(placed(exec)),
             Err(err) => Ok(Placed {
-                exec: cpu(plan, seed)?,
+                exec: cpu(plan, seed, precision)?,
                 fallback: Some(format!("device: auto -> cpu ({err})")),
             }),
         },
         Device::Auto => Ok(Placed {
-            exec: cpu(plan, seed)?,
+            exec: cpu(plan, seed, precision)?,
             fallback: Some("device: auto -> cpu (no CUDA driver found)".into()),
         }),
         Device::Emulator => {
@@ -164,8 +164,20 @@ pub fn place(
     }
 }
 
-fn cpu(plan: &Plan, seed: u64) -> Result<Box<dyn Executor>, DriverError> {
-    let exec = CpuExecutor::new(plan.clone(), seed)
+/// The CPU backend; `precision` picks the convolutions' operand format:
+/// fp32, or bf16 where the CPU has AVX512-BF16. TF32 is a format of
+/// NVIDIA's tensor cores, which no CPU has.
+fn cpu(plan: &Plan, seed: u64, precision: Precision) -> Result<Box<dyn Executor>, DriverError> {
+    let operands = match precision {
+        Precision::Fp32 => Operands::F32,
+        Precision::Bf16 => Operands::Bf16,
+        Precision::Tf32 => {
+            return Err(DriverError::Device(
+                "--precision tf32 is a format of NVIDIA tensor cores; on the CPU use fp32, or bf16 where the CPU has AVX512-BF16".into(),
+            ))
+        }
+    };
+    let exec = CpuExecutor::with_operands(plan.clone(), seed, operands)
         .map_err(|err| DriverError::Device(format!("cannot create the CPU backend: {err}")))?;
     Ok(Box::new(exec))
 }

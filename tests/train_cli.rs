@@ -686,3 +686,59 @@ fn emulator_takes_the_cpu_step() {
         );
     }
 }
+
+/// `bench` on the CPU: the peak and the model's limit beside the figures,
+/// bf16 products where the CPU has them, and TF32 refused (no CPU has it).
+#[test]
+fn cpu_bench_reports_its_limit_and_refuses_tf32() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fashion-all-cnn.net");
+    let bench = |precision: &str| {
+        bin()
+            .args([
+                "bench",
+                model.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--batch",
+                "4",
+            ])
+            .args(["--steps", "1", "--json", "--precision", precision])
+            .output()
+            .unwrap()
+    };
+    let out = bench("fp32");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limit = &json["cpu_limit"];
+    assert!(
+        limit["peak"]["f32_gflops"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    assert!(limit["limit_gflops"].as_f64().unwrap() >= limit["peak_gflops"].as_f64().unwrap());
+
+    let out = bench("tf32");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("tf32 is a format of NVIDIA tensor cores"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = bench("bf16");
+    if runtime::cpu::peak::Features::detect().avx512_bf16 {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(json["device"].as_str().unwrap().contains("bf16"), "{json}");
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("AVX512-BF16"), "{}", stderr(&out));
+    }
+
+    let out = bin().args(["bench", "--peak"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("f32 FMA peak") && text.contains("instruction sets"),
+        "{text}"
+    );
+}

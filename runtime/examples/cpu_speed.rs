@@ -3,13 +3,14 @@
 //! time goes, layer by layer.
 //!
 //! Run with `cargo run --release -p allcnnc-runtime --example cpu_speed`
-//! (optional arguments: batch size, number of timed steps).
+//! (optional arguments: batch size, number of timed steps, `bf16` for bf16
+//! operands where the layer takes them).
 
 use std::time::Instant;
 
 use runtime::backend::{Batch, Executor, SgdStep};
 use runtime::cpu::conv::{ConvAlgorithm, ConvBackward, ConvForward, ConvGeometry};
-use runtime::cpu::CpuExecutor;
+use runtime::cpu::{CpuExecutor, Operands};
 use runtime::plan::{Activation, Op, Padding, Plan, ReluRule, Shape, Window};
 use runtime::rng::SplitMix64;
 
@@ -77,9 +78,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(128, |a| a.parse().expect("batch size"));
     let steps: usize = args.next().map_or(5, |a| a.parse().expect("steps"));
+    let operands = match args.next().as_deref() {
+        None | Some("fp32") => Operands::F32,
+        Some("bf16") => Operands::Bf16,
+        Some(other) => panic!("unknown operand format {other}: fp32 or bf16"),
+    };
     let plan = all_cnn_c();
     let gflop_per_image = 2.0 * plan.forward_macs() as f64 / 1e9;
-    let mut exec = CpuExecutor::new(plan.clone(), 1).expect("valid plan");
+    let mut exec = CpuExecutor::with_operands(plan.clone(), 1, operands).expect("valid plan");
     println!("{} on {}, batch {n}", plan.name, exec.device_name());
     let images = random(2, n * plan.input.len());
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
@@ -165,6 +171,7 @@ fn main() {
                 act: *act,
                 output: y,
                 algorithm: ConvAlgorithm::Auto,
+                operands,
             }
             .run(&mut workspace)
         };
@@ -188,6 +195,7 @@ fn main() {
                 grad_weight: Some(&mut dw),
                 grad_bias: Some(&mut db),
                 algorithm: ConvAlgorithm::Auto,
+                operands,
             }
             .run(&mut workspace)
         };

@@ -20,3 +20,8 @@ pub mod draw;
 pub use ::plan::model as plan;
 pub mod rng;
 pub mod train;
+
+/// Counted skips for the unit tests (the integration tests' module).
+#[cfg(test)]
+#[path = "../../tests/skip/mod.rs"]
+mod skip;

@@ -5,11 +5,14 @@
 #[path = "cpu_support.rs"]
 mod support;
 
+#[path = "../../tests/skip/mod.rs"]
+mod skip;
+
 /// The tests live in `cpu` so that `cargo test cpu` selects them.
 mod cpu {
     use super::support::*;
     use runtime::backend::{BackendError, Batch, Executor, SgdStep};
-    use runtime::cpu::CpuExecutor;
+    use runtime::cpu::{CpuExecutor, Operands};
     use runtime::plan::{Activation, Op, Plan, ReluRule, Shape};
 
     fn executor(plan: Plan, seed: u64) -> CpuExecutor {
@@ -204,7 +207,12 @@ mod cpu {
 
     /// Three SGD steps from `seed`; returns the parameters.
     fn train_three_steps(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
-        let mut exec = executor(plan.clone(), seed);
+        train_three_steps_with(plan, seed, Operands::F32)
+    }
+
+    fn train_three_steps_with(plan: &Plan, seed: u64, operands: Operands) -> Vec<Vec<f32>> {
+        let mut exec =
+            CpuExecutor::with_operands(plan.clone(), seed, operands).expect("valid plan");
         let n = 20;
         for step in 0..3 {
             let (images, labels) = batch_data(plan, n, step);
@@ -244,6 +252,40 @@ mod cpu {
             .unwrap()
             .install(|| train_three_steps(&pooled, 9));
         assert_eq!(train_three_steps(&pooled, 9), two);
+    }
+
+    /// bf16 products: deterministic across thread counts like f32, and
+    /// three steps end near the f32 parameters without equalling them (the
+    /// strided layers take bf16 operands).
+    #[test]
+    fn bf16_training_is_deterministic_and_near_f32() {
+        if !runtime::cpu::peak::Features::detect().avx512_bf16 {
+            return crate::skip::skip("no AVX512-BF16 on this CPU: bf16 training not checked");
+        }
+        let plan = small_strided_net(16, 24, 5, 0.1);
+        let bf16 = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| train_three_steps_with(&plan, 3, Operands::Bf16))
+        };
+        let one = bf16(1);
+        assert_eq!(one, bf16(2), "bf16: 1 vs 2 threads");
+        let f32 = train_three_steps(&plan, 3);
+        assert_ne!(one, f32, "bf16 ran f32 products");
+        for (a, b) in one.iter().zip(&f32) {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 1e-2 * scale,
+                "bf16 {worst} from f32 at scale {scale}"
+            );
+        }
     }
 
     /// Initial weights are He-normal: zero-mean with variance `2 / fan_in`.

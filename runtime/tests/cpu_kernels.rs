@@ -8,6 +8,9 @@
 #[path = "cpu_support.rs"]
 mod support;
 
+#[path = "../../tests/skip/mod.rs"]
+mod skip;
+
 /// The tests live in `cpu` so that `cargo test cpu` selects them.
 mod cpu {
     use super::support::*;
@@ -20,6 +23,7 @@ mod cpu {
         max_pool_backward, max_pool_forward, PoolGeometry,
     };
     use runtime::cpu::softmax::{cross_entropy, softmax_backward, softmax_forward};
+    use runtime::cpu::Operands;
     use runtime::plan::{Activation, ReluRule, Shape, Window};
 
     /// Runs the conv forward; returns the output.
@@ -30,7 +34,7 @@ mod cpu {
         w: &[f32],
         b: Option<&[f32]>,
         act: Activation,
-        algorithm: ConvAlgorithm,
+        (algorithm, operands): (ConvAlgorithm, Operands),
     ) -> Vec<f32> {
         let mut y = vec![f32::NAN; n * geom.out_shape.len()];
         ConvForward {
@@ -42,6 +46,7 @@ mod cpu {
             act,
             output: &mut y,
             algorithm,
+            operands,
         }
         .run(&mut Vec::new());
         y
@@ -55,6 +60,7 @@ mod cpu {
         w: &[f32],
         dy: &[f32],
         algorithm: ConvAlgorithm,
+        operands: Operands,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut dx = vec![f32::NAN; x.len()];
         let mut dw = vec![f32::NAN; w.len()];
@@ -73,9 +79,26 @@ mod cpu {
             grad_weight: Some(&mut dw),
             grad_bias: Some(&mut db),
             algorithm,
+            operands,
         }
         .run(&mut Vec::new());
         (dx, dw, db)
+    }
+
+    /// Tolerance of the bf16 products, relative to a tensor's largest
+    /// value: each operand carries up to 2^-9 relative rounding error
+    /// (the largest errors seen were about 5e-3; Winograd layers keep f32
+    /// products).
+    const BF16_TOL: f64 = 1e-2;
+
+    /// Whether the bf16 products can run here; a CPU without them records
+    /// a counted skip (the f32 checks still run).
+    fn bf16_supported() -> bool {
+        let supported = runtime::cpu::peak::Features::detect().avx512_bf16;
+        if !supported {
+            crate::skip::skip("no AVX512-BF16 on this CPU: the bf16 convolutions are not checked");
+        }
+        supported
     }
 
     /// Checks forward and backward of one convolution, with each algorithm,
@@ -134,26 +157,47 @@ mod cpu {
             .iter()
             .map(|&v| if v > 0.0 { v } else { slope as f64 * v })
             .collect();
-        let gated: Vec<f32> = dy
-            .iter()
-            .zip(&want)
-            .map(|(&g, &v)| if v > 0.0 { g } else { slope * g })
-            .collect();
-        let (want_gated_dx, want_gated_dw) =
-            naive_conv_backward(&x, &w, &gated, n, in_shape, out_shape, &win);
-        let check = |what: String, got: &[f32], want: &[f64]| {
-            let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-            assert_close(&what, got, want, tol * scale, 0.0);
+        let gate = |signs: &mut dyn Iterator<Item = bool>| -> Vec<f32> {
+            dy.iter()
+                .zip(signs)
+                .map(|(&g, positive)| if positive { g } else { slope * g })
+                .collect()
         };
-        for algorithm in [ConvAlgorithm::Auto, ConvAlgorithm::Im2col] {
-            let y = conv_forward(&geom, n, &x, &w, Some(&b), Activation::None, algorithm);
+        let gated = gate(&mut want.iter().map(|&v| v > 0.0));
+        let want_gated = naive_conv_backward(&x, &w, &gated, n, in_shape, out_shape, &win);
+        let formats = if bf16_supported() {
+            &[Operands::F32, Operands::Bf16][..]
+        } else {
+            &[Operands::F32]
+        };
+        for (&operands, algorithm) in formats
+            .iter()
+            .flat_map(|o| [ConvAlgorithm::Auto, ConvAlgorithm::Im2col].map(|a| (o, a)))
+        {
+            let tol = match operands {
+                Operands::F32 => tol,
+                Operands::Bf16 => BF16_TOL,
+            };
+            let check = |what: String, got: &[f32], want: &[f64]| {
+                let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                assert_close(&format!("{operands:?} {what}"), got, want, tol * scale, 0.0);
+            };
+            let y = conv_forward(
+                &geom,
+                n,
+                &x,
+                &w,
+                Some(&b),
+                Activation::None,
+                (algorithm, operands),
+            );
             check(format!("{algorithm:?} forward"), &y, &want);
-            let (dx, dw, db) = conv_grads(&geom, n, &x, &w, &dy, algorithm);
+            let (dx, dw, db) = conv_grads(&geom, n, &x, &w, &dy, algorithm, operands);
             check(format!("{algorithm:?} grad input"), &dx, &want_dx);
             check(format!("{algorithm:?} grad weight"), &dw, &want_dw);
             check(format!("{algorithm:?} grad bias"), &db, &want_db);
 
-            let y = conv_forward(&geom, n, &x, &w, Some(&b), leaky, algorithm);
+            let y = conv_forward(&geom, n, &x, &w, Some(&b), leaky, (algorithm, operands));
             check(format!("{algorithm:?} leaky forward"), &y, &want_act);
             let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
             let mut grad_out = dy.clone();
@@ -170,8 +214,17 @@ mod cpu {
                 grad_weight: Some(&mut dw),
                 grad_bias: None,
                 algorithm,
+                operands,
             }
             .run(&mut Vec::new());
+            // The gate follows the computed output's signs: where rounding
+            // flipped the sign of a value near zero, the reference must too.
+            let gated_here = gate(&mut y.iter().map(|&v| v > 0.0));
+            let (want_gated_dx, want_gated_dw) = if gated_here == gated {
+                want_gated.clone()
+            } else {
+                naive_conv_backward(&x, &w, &gated_here, n, in_shape, out_shape, &win)
+            };
             let what = format!("{algorithm:?} gated");
             check(format!("{what} input"), &dx, &want_gated_dx);
             check(format!("{what} weight"), &dw, &want_gated_dw);
@@ -272,7 +325,15 @@ mod cpu {
                 window: win,
             };
             let forward = |x: &[f32], w: &[f32], b: &[f32], act: Activation| {
-                conv_forward(&geom, n, x, w, Some(b), act, ConvAlgorithm::Auto)
+                conv_forward(
+                    &geom,
+                    n,
+                    x,
+                    w,
+                    Some(b),
+                    act,
+                    (ConvAlgorithm::Auto, Operands::F32),
+                )
             };
             // The first seed whose pre-activations all keep away from the kink.
             let (x, w, b, pre) = (0..)
@@ -308,6 +369,7 @@ mod cpu {
                 grad_weight: Some(&mut dw),
                 grad_bias: Some(&mut db),
                 algorithm: ConvAlgorithm::Auto,
+                operands: Operands::F32,
             }
             .run(&mut Vec::new());
             let fd_x = finite_differences(&x, 1e-2, |x| dot(&r, &forward(x, &w, &b)));

@@ -1,5 +1,7 @@
 //! `allcnnc bench`: training and inference throughput on any device, and
-//! with `--profile` every kernel of a step timed launch by launch.
+//! with `--profile` every kernel of a step timed launch by launch. On the
+//! CPU beside the machine's measured peak and the model's limit on it;
+//! `--peak` alone measures the peak.
 
 use super::args::{executor, DeviceArg};
 use super::flags;
@@ -8,12 +10,19 @@ use super::{CliResult, Failure};
 use crate::back::cuda::Precision;
 use clap::Args;
 use runtime::backend::{Batch, Executor, KernelTime, SgdStep};
+use runtime::cpu::peak::{self, Peak};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    pub file: PathBuf,
+    /// The model (optional with --peak)
+    #[arg(required_unless_present = "peak")]
+    pub file: Option<PathBuf>,
+    /// Measure the CPU's f32 FMA and bf16 dot-product peaks on all cores
+    /// and list its instruction sets (with a model: also bench it)
+    #[arg(long)]
+    pub peak: bool,
     #[arg(long, default_value_t = 128, value_parser = flags::count::<usize>)]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "auto")]
@@ -32,8 +41,50 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// Time each peak kernel runs for.
+const PEAK_TIME: Duration = Duration::from_millis(400);
+
+/// The CPU's peaks on all its threads.
+fn measure_peak() -> Peak {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    peak::measure(threads, PEAK_TIME)
+}
+
+fn print_peak(p: &Peak) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let f = &p.features;
+    println!("{}, {} threads", p.cpu, p.threads);
+    println!(
+        "  instruction sets: AVX2+FMA {}, AVX-512F {}, AVX512-BF16 {}, AMX-BF16 {}",
+        yes(f.avx2_fma),
+        yes(f.avx512f),
+        yes(f.avx512_bf16),
+        yes(f.amx_bf16)
+    );
+    println!("  f32 FMA peak:          {:8.1} GFLOP/s", p.f32_gflops);
+    match p.bf16_gflops {
+        Some(g) => println!(
+            "  bf16 dot-product peak: {g:8.1} GFLOP/s (vdpbf16ps, {:.2}x f32)",
+            g / p.f32_gflops
+        ),
+        None => println!("  bf16 dot products: not supported (no AVX512-BF16)"),
+    }
+    if f.amx_bf16 {
+        println!("  AMX: present; allcnnc has no AMX kernels, so it is not measured");
+    }
+}
+
 pub fn bench(args: &BenchArgs) -> CliResult {
-    let plan = super::model(&args.file)?.plan;
+    let Some(file) = &args.file else {
+        let p = measure_peak();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&p).expect("json"));
+        } else {
+            print_peak(&p);
+        }
+        return Ok(());
+    };
+    let plan = super::model(file)?.plan;
     let macs = plan.forward_macs() as f64;
     let mut exec = executor(&plan, 0, args.device, args.precision.into())?;
     let n = args.batch;
@@ -93,6 +144,26 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     let train_gflops = 3.0 * 2.0 * macs * train_ips / 1e9;
     let infer_gflops = 2.0 * macs * infer_ips / 1e9;
     let device = exec.device_name();
+    // On the CPU: the machine's peak for the precision, and the model's
+    // limit on it (Winograd layers need a quarter of the multiplications).
+    let limit = device.starts_with("cpu").then(|| {
+        let p = measure_peak();
+        let bf16 = Precision::from(args.precision) == Precision::Bf16;
+        let peak_gflops = if bf16 {
+            p.bf16_gflops
+        } else {
+            Some(p.f32_gflops)
+        }
+        .unwrap_or(0.0);
+        let share = peak::winograd_share(&plan);
+        let limit = peak::effective_limit(peak_gflops, share);
+        serde_json::json!({
+            "peak": p, "peak_gflops": peak_gflops, "winograd_share": share,
+            "limit_gflops": limit,
+            "train_fraction_of_limit": train_gflops / limit,
+            "infer_fraction_of_limit": infer_gflops / limit,
+        })
+    });
     if args.json {
         println!(
             "{}",
@@ -100,13 +171,26 @@ pub fn bench(args: &BenchArgs) -> CliResult {
                 "model": plan.name, "device": device, "precision": Precision::from(args.precision).name(), "batch": n, "steps": steps,
                 "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
                 "train_gflops": train_gflops, "infer_gflops": infer_gflops,
-                "forward_macs_per_image": macs, "kernels": kernels,
+                "forward_macs_per_image": macs, "kernels": kernels, "cpu_limit": limit,
             })
         );
     } else {
         println!("{} on {device}, batch {n}, {steps} steps:", plan.name);
         println!("  training:  {train_ips:8.1} images/s  {train_gflops:7.1} GFLOP/s");
         println!("  inference: {infer_ips:8.1} images/s  {infer_gflops:7.1} GFLOP/s");
+        if let Some(l) = &limit {
+            let number = |key: &str| l[key].as_f64().unwrap_or(0.0);
+            println!(
+                "  limit:     {:.1} GFLOP/s peak ({} on {} threads); Winograd on {:.0}% of the MACs -> {:.0} effective GFLOP/s; training at {:.0}%, inference at {:.0}% of it",
+                number("peak_gflops"),
+                if Precision::from(args.precision) == Precision::Bf16 { "bf16 dot products" } else { "f32 FMA" },
+                l["peak"]["threads"],
+                100.0 * number("winograd_share"),
+                number("limit_gflops"),
+                100.0 * number("train_fraction_of_limit"),
+                100.0 * number("infer_fraction_of_limit"),
+            );
+        }
         match &kernels {
             Some(kernels) => print_profile(kernels),
             None if args.profile => {

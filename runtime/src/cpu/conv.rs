@@ -30,7 +30,7 @@
 use rayon::prelude::*;
 
 use super::activation;
-use super::matmul::{matmul, View};
+use super::matmul::{matmul, Operands, SharedRhs, View};
 use super::scratch::with_scratch;
 use super::simd::avx512_dispatch;
 use super::winograd::{self, Corr3x3};
@@ -174,6 +174,7 @@ pub struct ConvForward<'a> {
     /// `n x OH x OW x C_out`, overwritten.
     pub output: &'a mut [f32],
     pub algorithm: ConvAlgorithm,
+    pub operands: Operands,
 }
 
 impl ConvForward<'_> {
@@ -189,6 +190,7 @@ impl ConvForward<'_> {
             act,
             output,
             algorithm,
+            operands,
         } = self;
         let (k, out_c) = (geom.k(), geom.out_shape.c);
         assert_eq!(input.len(), n * geom.in_shape.len(), "conv input size");
@@ -200,6 +202,8 @@ impl ConvForward<'_> {
         if output.is_empty() {
             return;
         }
+        // Winograd layers run f32 products whatever `operands` (see
+        // `winograd`: bf16 there is both less accurate and slower).
         if algorithm.winograd(&geom) {
             let in_c = geom.in_shape.c;
             let u = workspace_slice(workspace, winograd::POINTS * in_c * out_c);
@@ -208,7 +212,7 @@ impl ConvForward<'_> {
             return;
         }
         let chunk_rows = geom.chunk_rows();
-        let rhs = View::row_major(weight, k, out_c);
+        let rhs = SharedRhs::new(View::row_major(weight, k, out_c), operands);
         output
             .par_chunks_mut(chunk_rows * out_c)
             .enumerate()
@@ -218,11 +222,11 @@ impl ConvForward<'_> {
                 if geom.is_pointwise() {
                     let c = geom.in_shape.c;
                     let x = &input[first_row * c..(first_row + rows) * c];
-                    matmul(out, View::row_major(x, rows, c), rhs, false);
+                    rhs.matmul(out, View::row_major(x, rows, c), false);
                 } else {
                     with_scratch(rows * k, |col| {
                         im2col(&geom, input, first_row, rows, col);
-                        matmul(out, View::row_major(col, rows, k), rhs, false);
+                        rhs.matmul(out, View::row_major(col, rows, k), false);
                     });
                 }
                 epilogue(out, out_c, bias, act);
@@ -380,6 +384,7 @@ pub struct ConvBackward<'a> {
     pub grad_weight: Option<&'a mut [f32]>,
     pub grad_bias: Option<&'a mut [f32]>,
     pub algorithm: ConvAlgorithm,
+    pub operands: Operands,
 }
 
 /// The slices one group of images works on.
@@ -473,13 +478,17 @@ impl ConvBackward<'_> {
             first_image += count;
         }
 
+        let weight_t = grad_inputs
+            .is_some()
+            .then(|| SharedRhs::new(View::row_major(self.weight, k, out_c).t(), self.operands));
         let shared = GroupShared {
             geom,
             input: self.input,
-            weight: self.weight,
+            weight_t,
             act: self.act,
             rule: self.rule,
             act_forward: self.act_forward,
+            operands: self.operands,
         };
         tasks
             .into_par_iter()
@@ -579,10 +588,12 @@ fn sum_partials(out: &mut [f32], partials: &[f32], stride: usize, start: usize) 
 struct GroupShared<'a> {
     geom: ConvGeometry,
     input: &'a [f32],
-    weight: &'a [f32],
+    /// The transposed weights, when the input signal is wanted.
+    weight_t: Option<SharedRhs<'a>>,
     act: Activation,
     rule: ReluRule,
     act_forward: &'a [f32],
+    operands: Operands,
 }
 
 impl GroupShared<'_> {
@@ -612,7 +623,6 @@ impl GroupShared<'_> {
             // A group without rows still owes a (zero) partial sum.
             p.fill(0.0);
         }
-        let weight_t = View::row_major(self.weight, k, out_c).t();
         let chunk_rows = geom.chunk_rows();
         let mut first_row = 0;
         while first_row < rows_total {
@@ -630,21 +640,33 @@ impl GroupShared<'_> {
                 }
                 if pointwise {
                     let x = &input[first_row * in_c..(first_row + rows) * in_c];
-                    matmul(pw, View::row_major(x, rows, in_c).t(), dy, true);
+                    matmul(
+                        pw,
+                        View::row_major(x, rows, in_c).t(),
+                        dy,
+                        true,
+                        self.operands,
+                    );
                 } else {
                     with_scratch(rows * k, |col| {
                         im2col(geom, input, first_row, rows, col);
-                        matmul(pw, View::row_major(col, rows, k).t(), dy, true);
+                        matmul(
+                            pw,
+                            View::row_major(col, rows, k).t(),
+                            dy,
+                            true,
+                            self.operands,
+                        );
                     });
                 }
             }
-            if let Some(gi) = grad_input.as_deref_mut() {
+            if let (Some(gi), Some(weight_t)) = (grad_input.as_deref_mut(), &self.weight_t) {
                 if pointwise {
                     let dx = &mut gi[first_row * in_c..(first_row + rows) * in_c];
-                    matmul(dx, dy, weight_t, false);
+                    weight_t.matmul(dx, dy, false);
                 } else {
                     with_scratch(rows * k, |dcol| {
-                        matmul(dcol, dy, weight_t, false);
+                        weight_t.matmul(dcol, dy, false);
                         col2im_add(geom, dcol, first_row, rows, gi);
                     });
                 }
@@ -683,6 +705,7 @@ mod tests {
             act,
             output: &mut y,
             algorithm,
+            operands: Operands::F32,
         }
         .run(&mut workspace);
         let mut dy = random(4, y.len());
@@ -700,6 +723,7 @@ mod tests {
             grad_weight: Some(&mut dw),
             grad_bias: Some(&mut db),
             algorithm,
+            operands: Operands::F32,
         }
         .run(&mut workspace);
         [y, dy, dx, dw, db].concat()

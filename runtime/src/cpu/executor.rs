@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::activation;
 use super::conv::{ConvAlgorithm, ConvBackward, ConvForward, ConvGeometry};
 use super::dropout::{dropout_backward, dropout_forward};
+use super::matmul::Operands;
 use super::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_pool_backward, global_avg_pool_forward,
     max_pool_backward, max_pool_forward, PoolGeometry,
@@ -98,6 +99,8 @@ pub struct CpuExecutor {
     has_grads: bool,
     /// Loss and hits of the training steps since the last `take_stats`.
     stats: StepStats,
+    /// The convolutions' operand format.
+    operands: Operands,
 }
 
 fn invalid_plan(layer: &str, msg: impl std::fmt::Display) -> BackendError {
@@ -109,6 +112,17 @@ impl CpuExecutor {
     /// ([`init::he_normal`]: convolution weights He-normal, biases zero) and
     /// zero momentum. The values depend only on `seed` and the plan.
     pub fn new(plan: Plan, seed: u64) -> Result<Self> {
+        Self::with_operands(plan, seed, Operands::F32)
+    }
+
+    /// [`new`](Self::new) with the convolutions' products in `operands`;
+    /// bf16 needs AVX512-BF16 and is refused, saying so, without it.
+    pub fn with_operands(plan: Plan, seed: u64, operands: Operands) -> Result<Self> {
+        if operands == Operands::Bf16 && !super::bf16::supported() {
+            return Err(BackendError::Device(
+                "bf16 on the CPU needs AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later), which this CPU lacks; use --precision fp32".into(),
+            ));
+        }
         let specs = plan.params();
         let kernels = build_kernels(&plan, &specs)?;
         let mut shapes = vec![plan.input];
@@ -127,6 +141,7 @@ impl CpuExecutor {
             forwarded: Forwarded::Nothing,
             has_grads: false,
             stats: StepStats::default(),
+            operands,
         })
     }
 
@@ -200,6 +215,7 @@ impl CpuExecutor {
                     act: if keep_input { Activation::None } else { *act },
                     output: &mut *output,
                     algorithm: ConvAlgorithm::Auto,
+                    operands: self.operands,
                 }
                 .run(&mut b.workspace);
                 if keep_input {
@@ -291,6 +307,7 @@ impl CpuExecutor {
                     } else {
                         ConvAlgorithm::Im2col
                     },
+                    operands: self.operands,
                 }
                 .run(&mut b.workspace);
             }
@@ -512,7 +529,11 @@ impl Executor for CpuExecutor {
     }
 
     fn device_name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let threads = rayon::current_num_threads();
+        match self.operands {
+            Operands::F32 => format!("cpu ({threads} threads)"),
+            Operands::Bf16 => format!("cpu ({threads} threads, bf16 products)"),
+        }
     }
 
     fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {

@@ -5,6 +5,17 @@
 //! order of every output element a function of the chunk's shape alone, which
 //! is what makes the backend's results independent of the thread count.
 
+/// The number format of a product's operands (sums are f32 in both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operands {
+    /// f32 operands (the `gemm` crate).
+    #[default]
+    F32,
+    /// Operands rounded to bf16 as they are packed (AVX512-BF16; see
+    /// `bf16`).
+    Bf16,
+}
+
 /// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct View<'a> {
@@ -39,7 +50,7 @@ impl<'a> View<'a> {
     }
 
     /// Whether every element the view addresses lies inside `data`.
-    fn in_bounds(&self) -> bool {
+    pub(crate) fn in_bounds(&self) -> bool {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
@@ -48,19 +59,96 @@ impl<'a> View<'a> {
     }
 }
 
+/// A right-hand operand shared by many products (a layer's weights across
+/// its chunks of rows), prepared once in the operand format: bf16 packing
+/// then happens once per layer, not once per chunk.
+pub(crate) enum SharedRhs<'a> {
+    F32(View<'a>),
+    Bf16(super::bf16::PackedB),
+}
+
+impl<'a> SharedRhs<'a> {
+    pub fn new(rhs: View<'a>, operands: Operands) -> Self {
+        match operands {
+            Operands::F32 => Self::F32(rhs),
+            Operands::Bf16 => {
+                let mut packed = super::bf16::PackedB::default();
+                packed.pack(rhs);
+                Self::Bf16(packed)
+            }
+        }
+    }
+
+    /// [`matmul_strided`] with this operand on the right.
+    pub fn matmul_strided(&self, dst: &mut [f32], dst_rs: usize, lhs: View<'_>, accumulate: bool) {
+        match self {
+            Self::F32(rhs) => matmul_strided(dst, dst_rs, lhs, *rhs, accumulate, Operands::F32),
+            Self::Bf16(packed) => super::bf16::gemm(dst, dst_rs, lhs, packed, accumulate),
+        }
+    }
+
+    /// [`matmul`] with this operand on the right.
+    pub fn matmul(&self, dst: &mut [f32], lhs: View<'_>, accumulate: bool) {
+        let cols = match self {
+            Self::F32(rhs) => rhs.cols,
+            Self::Bf16(packed) => packed.cols(),
+        };
+        assert_eq!(dst.len(), lhs.rows * cols, "destination has the wrong size");
+        self.matmul_strided(dst, cols, lhs, accumulate);
+    }
+}
+
+/// Checks an `m x k` by `k x n` product's destination (rows `dst_rs`
+/// apart) and finishes the trivial products: none when `m` or `n` is zero,
+/// zeros (unless accumulating) for an empty sum. Whether work is left.
+///
+/// # Panics
+///
+/// Panics when the destination's rows overlap or it is too short.
+pub(crate) fn nontrivial_product(
+    dst: &mut [f32],
+    dst_rs: usize,
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) -> bool {
+    assert!(dst_rs >= n, "destination rows overlap");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "destination out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return false;
+    }
+    true
+}
+
 /// `dst = lhs * rhs` (or `dst += lhs * rhs` when `accumulate`), where `dst`
 /// is row-major `lhs.rows x rhs.cols`.
 ///
 /// # Panics
 ///
 /// Panics when the shapes disagree or a view runs past its slice.
-pub(crate) fn matmul(dst: &mut [f32], lhs: View<'_>, rhs: View<'_>, accumulate: bool) {
+pub(crate) fn matmul(
+    dst: &mut [f32],
+    lhs: View<'_>,
+    rhs: View<'_>,
+    accumulate: bool,
+    operands: Operands,
+) {
     assert_eq!(
         dst.len(),
         lhs.rows * rhs.cols,
         "destination has the wrong size"
     );
-    matmul_strided(dst, rhs.cols, lhs, rhs, accumulate);
+    matmul_strided(dst, rhs.cols, lhs, rhs, accumulate, operands);
 }
 
 /// [`matmul`] into a destination whose rows lie `dst_rs` values apart
@@ -75,24 +163,15 @@ pub(crate) fn matmul_strided(
     lhs: View<'_>,
     rhs: View<'_>,
     accumulate: bool,
+    operands: Operands,
 ) {
+    if operands == Operands::Bf16 {
+        return super::bf16::matmul(dst, dst_rs, lhs, rhs, accumulate);
+    }
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
-    assert!(dst_rs >= n, "destination rows overlap");
-    assert!(
-        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
-        "destination out of bounds"
-    );
     assert!(lhs.in_bounds() && rhs.in_bounds(), "view out of bounds");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
+    if !nontrivial_product(dst, dst_rs, (m, k, n), accumulate) {
         return;
     }
     // SAFETY: the asserts above guarantee that every element gemm reads
@@ -167,6 +246,7 @@ mod tests {
                 View::row_major(&a, m, k),
                 View::row_major(&b, k, n),
                 false,
+                Operands::F32,
             );
             matmul_strided(
                 &mut dst,
@@ -174,6 +254,7 @@ mod tests {
                 View::row_major(&a, m, k),
                 View::row_major(&b, k, n),
                 true,
+                Operands::F32,
             );
             for i in 0..m {
                 for j in 0..stride {
@@ -204,6 +285,7 @@ mod tests {
             View::row_major(&a, m, k),
             View::row_major(&b, k, n),
             false,
+            Operands::F32,
         );
         for (x, y) in c.iter().zip(&expected) {
             assert!((x - y).abs() < 1e-5);
@@ -217,6 +299,7 @@ mod tests {
             View::row_major(&at, k, m).t(),
             View::row_major(&bt, n, k).t(),
             true,
+            Operands::F32,
         );
         for (x, y) in c2.iter().zip(&expected) {
             assert!((x - (y + 1.0)).abs() < 1e-5);

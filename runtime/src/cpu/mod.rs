@@ -13,8 +13,10 @@
 //! - [`softmax`]: softmax, mean cross-entropy and their gradients;
 //! - [`rng`]: the runtime's SplitMix64 streams ([`crate::rng`], re-exported
 //!   here because the generated CUDA's comments name `runtime::cpu::rng`);
-//! - `matmul`, `scratch`, `simd`: the single-threaded GEMM wrapper,
+//! - `matmul`, `bf16`, `scratch`, `simd`: the single-threaded GEMM wrapper
+//!   (f32 through the `gemm` crate, or bf16 operands with AVX512-BF16),
 //!   per-thread scratch buffers and AVX-512 dispatch of the pointwise loops;
+//! - [`peak`]: the CPU's instruction sets and measured f32 / bf16 peaks;
 //! - `executor`: buffers, parameter initialisation, SGD and the
 //!   [`Executor`](crate::backend::Executor) implementation.
 //!
@@ -28,10 +30,12 @@
 //! order.
 
 pub mod activation;
+mod bf16;
 pub mod conv;
 pub mod dropout;
 mod executor;
 mod matmul;
+pub mod peak;
 pub mod pool;
 pub use crate::rng;
 mod scratch;
@@ -40,3 +44,4 @@ pub mod softmax;
 mod winograd;
 
 pub use executor::CpuExecutor;
+pub use matmul::Operands;

@@ -24,10 +24,17 @@
 //! count. The transforms use the points 0, ±1, ±2, ∞; against an `f64`
 //! direct convolution the error stays below `2e-5` of the result's largest
 //! magnitude in the tests (im2col: `1e-6`), harmless for training.
+//!
+//! The products are f32 whatever the model's `--precision`: the transforms
+//! scale values up to about 100-fold before they meet in the products and
+//! cancel after, so bf16 operands here (2^-9 relative rounding) left errors
+//! of 5-10% of a layer's largest output when tried. In f32 this path needs
+//! a quarter of direct convolution's multiply-adds, which beats bf16's
+//! doubled rate as well.
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul, matmul_strided, View};
+use super::matmul::{matmul, matmul_strided, Operands, View};
 use super::scratch::with_scratch;
 use super::simd::{lanes_dispatch, load_lanes, store_lanes, Lanes, LANES};
 use crate::plan::{Activation, Shape};
@@ -440,7 +447,14 @@ pub(crate) fn forward(
                     };
                     let rhs =
                         View::row_major(&u[p * c_in * c_out..(p + 1) * c_in * c_out], c_in, c_out);
-                    matmul_strided(&mut m[p * c_out..], POINTS * c_out, lhs, rhs, false);
+                    matmul_strided(
+                        &mut m[p * c_out..],
+                        POINTS * c_out,
+                        lhs,
+                        rhs,
+                        false,
+                        Operands::F32,
+                    );
                 }
                 output_transform(corr, m, first_tile, bias, act, out, first_row);
             });
@@ -511,7 +525,7 @@ pub(crate) fn weight_grad(
                 rs: POINTS * c_out,
                 cs: 1,
             };
-            matmul(du_p, lhs, rhs, true);
+            matmul(du_p, lhs, rhs, true, Operands::F32);
         });
     }
     weight_grad_transform(du, c_in, c_out, grad_weight);
