@@ -156,7 +156,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         }
         .unwrap_or(0.0);
         let share = peak::winograd_share(&plan);
-        let limit = peak::effective_limit(peak_gflops, share);
+        let limit = peak::effective_limit(p.f32_gflops, peak_gflops, share);
         serde_json::json!({
             "peak": p, "peak_gflops": peak_gflops, "winograd_share": share,
             "limit_gflops": limit,
@@ -181,7 +181,7 @@ pub fn bench(args: &BenchArgs) -> CliResult {
         if let Some(l) = &limit {
             let number = |key: &str| l[key].as_f64().unwrap_or(0.0);
             println!(
-                "  limit:     {:.1} GFLOP/s peak ({} on {} threads); Winograd on {:.0}% of the MACs -> {:.0} effective GFLOP/s; training at {:.0}%, inference at {:.0}% of it",
+                "  limit:     {:.1} GFLOP/s peak ({} on {} threads); Winograd (f32) on {:.0}% of the MACs -> {:.0} effective GFLOP/s; training at {:.0}%, inference at {:.0}% of it",
                 number("peak_gflops"),
                 if Precision::from(args.precision) == Precision::Bf16 { "bf16 dot products" } else { "f32 FMA" },
                 l["peak"]["threads"],

@@ -107,11 +107,12 @@ pub fn winograd_share(plan: &Plan) -> f64 {
 }
 
 /// The most effective GFLOP/s (direct-convolution FLOPs per second) a
-/// model can reach on a machine of `peak` GFLOP/s when `share` of its
-/// multiply-adds need a quarter of the multiplications: the products
-/// alone, before the transforms and memory traffic.
-pub fn effective_limit(peak: f64, share: f64) -> f64 {
-    peak / (1.0 - share + share / 4.0)
+/// model can reach when `share` of its multiply-adds run as Winograd
+/// F(4x4, 3x3) (a quarter of the multiplications, always f32: `f32_peak`)
+/// and the rest as direct products at `direct_peak` (f32, or bf16 dot
+/// products): the products alone, before transforms and memory traffic.
+pub fn effective_limit(f32_peak: f64, direct_peak: f64, share: f64) -> f64 {
+    1.0 / (share / (4.0 * f32_peak) + (1.0 - share) / direct_peak)
 }
 
 /// One kernel: runs `rounds` rounds and returns the FLOPs it did.
