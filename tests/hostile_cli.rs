@@ -329,6 +329,17 @@ fn predict_refuses_an_image_declaring_a_huge_size() {
         )),
         "{err}"
     );
+    // An endless file is no image: refused after its first bytes.
+    let err = failure(&[
+        "predict",
+        path_str(&model),
+        "--weights",
+        path_str(&weights),
+        "/dev/zero",
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("cannot decode image /dev/zero"), "{err}");
 }
 
 #[test]

@@ -158,20 +158,25 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
     Ok(Listing { class_names, items })
 }
 
-/// Decodes one image file. The file's length and the size its header
-/// declares are checked against the memory budget ([`crate::budget`])
-/// before the pixels are allocated, and the decoder gets the budget as its
-/// allocation limit.
+/// Decodes one image file, streaming from it: the size its header declares
+/// is checked against the memory budget ([`crate::budget`]) before the
+/// pixels are allocated, the decoder gets the budget as its allocation
+/// limit, and a file that is no image (`/dev/zero`) fails after its first
+/// bytes.
 fn decode(path: &Path) -> Result<Decoded> {
-    let bytes = super::read_file(path)?;
     let decode_error = |err: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         message: err.to_string(),
     };
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
+    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+        let file = crate::file::open(path)?;
+        image::ImageReader::new(std::io::BufReader::new(file))
+            .with_guessed_format()
+            .map_err(|err| decode_error(&err))
+    };
+    let (width, height) = open()?
+        .into_dimensions()
         .map_err(|err| decode_error(&err))?;
-    let (width, height) = reader.into_dimensions().map_err(|err| decode_error(&err))?;
     let budget = crate::budget::Budget::current()?;
     // The decoder's output: at most 4 channels of 16 bits.
     budget.check(
@@ -183,9 +188,7 @@ fn decode(path: &Path) -> Result<Decoded> {
     )?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(budget.bytes);
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|err| decode_error(&err))?;
+    let mut reader = open()?;
     reader.limits(limits);
     let image = reader.decode().map_err(|err| decode_error(&err))?;
     let (width, height) = (image.width() as usize, image.height() as usize);
