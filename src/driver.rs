@@ -24,13 +24,13 @@ use runtime::data::Dataset;
 use runtime::plan::Plan;
 use runtime::train::checkpoint::Checkpoint;
 use runtime::train::init;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why the driver could not produce a model or an executor.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("cannot read {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error(transparent)]
+    Read(#[from] runtime::file::FileError),
     /// The file is not UTF-8 text; `Display` renders where, without colour.
     #[error("{}", render_plain(.file, .diagnostics))]
     NotText {
@@ -58,13 +58,17 @@ pub struct Model {
     pub plan: Plan,
 }
 
+/// The longest `.net` file read: 16 MiB. The bundled models are a few KiB
+/// and a generated one with thousands of layers stays far below; anything
+/// longer (a binary named by mistake, `/dev/zero`) is "too long" after a
+/// read of this many bytes, rather than filling memory.
+pub const MAX_NET_BYTES: u64 = 16 << 20;
+
 impl Model {
-    /// Reads, checks and lowers the `.net` file at `path`.
+    /// Reads, checks and lowers the `.net` file at `path` (at most
+    /// [`MAX_NET_BYTES`]).
     pub fn from_file(path: &Path) -> Result<Self, DriverError> {
-        let bytes = std::fs::read(path).map_err(|err| DriverError::Read {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        })?;
+        let bytes = runtime::file::read_limited(path, MAX_NET_BYTES, "a .net file")?;
         match front::decode(&path.display().to_string(), bytes) {
             Ok(source) => Self::from_source(source),
             Err((source, diagnostics)) => Err(DriverError::NotText {

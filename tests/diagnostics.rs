@@ -10,7 +10,7 @@
 //! Update the snapshots with `INSTA_UPDATE=always cargo test --test diagnostics`
 //! (or `cargo insta review`), then read every changed `.snap` file.
 
-use allcnnc::diagnostic::{render_plain, Diagnostic, Source};
+use allcnnc::diagnostic::{escape_controls, render_plain, Diagnostic, Source};
 use allcnnc::front::{decode, load};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,12 @@ fn diagnose(name: &str, bytes: Vec<u8>) -> (Source, Vec<Diagnostic>) {
 fn snapshot_text(source: &Source, diags: &[Diagnostic]) -> String {
     let mut out = String::from("--- source ---\n");
     for (line_idx, line) in source.text.lines().enumerate() {
-        out.push_str(&format!("{:>3} | {line}\n", line_idx + 1));
+        // Control characters as escapes: a snapshot is read in a terminal too.
+        out.push_str(&format!(
+            "{:>3} | {}\n",
+            line_idx + 1,
+            escape_controls(line)
+        ));
     }
     out.push_str("--- diagnostics ---\n");
     out.push_str(&render_plain(source, diags));
@@ -112,6 +117,31 @@ fn invalid_utf8_at_end() {
     bytes.push(0xe2);
     bytes.push(0x82);
     check("invalid_utf8_at_end", bytes);
+}
+
+/// Control characters on the lines a diagnostic quotes (built here: a
+/// committed file would act on the terminal of whoever prints it): an ANSI
+/// "clear screen", a bell, an OSC "set title" sequence, a C1 CSI (two bytes)
+/// and a right-to-left override (three). The rendering holds none of them:
+/// the quoted lines show one `?` per byte, so the carets still point at the
+/// right columns, and the snapshot's source shows their escapes.
+#[test]
+fn control_characters_are_not_printed() {
+    let text = "network t\u{1b}[2J {\n    input 1x28x28\n    classes 10\n    conv 10 3x3\n    gap\n    softmax\n}\n";
+    let (source, diags) = diagnose("syntax.net", text.as_bytes().to_vec());
+    let rendered = render_plain(&source, &diags);
+    assert!(rendered.contains("network t?[2J {"), "{rendered}");
+    let text = "network tiny {\n    input 1x28x28 # \u{7}\u{1b}]0;pwned\u{7}\n    classes 10\n    conv 10 3x3 wide=1 # \u{9b}2J \u{202e}dlrow\n    gap\n    softmax\n}\n";
+    let (source, diags) = diagnose("semantic.net", text.as_bytes().to_vec());
+    let rendered = render_plain(&source, &diags);
+    assert!(
+        !rendered
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{rendered:?}"
+    );
+    assert!(rendered.contains("wide=1 # ??2J ???dlrow"), "{rendered}");
+    check("control_characters", text.as_bytes().to_vec());
 }
 
 /// A UTF-8 byte-order mark is dropped by `decode`, not reported.

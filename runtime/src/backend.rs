@@ -5,6 +5,7 @@
 //! device. The CPU backend implements it now; the CUDA backend implements the
 //! same trait, so the trainer does not change when it arrives.
 
+use crate::budget::{self, human};
 use crate::plan::{Plan, ReluRule, Shape};
 
 /// Errors a backend reports.
@@ -35,6 +36,10 @@ pub enum BackendError {
     UnknownLayer(String),
     #[error("{0}")]
     Device(String),
+    /// A batch whose buffers would not fit the memory budget; refused
+    /// before allocating.
+    #[error(transparent)]
+    Memory(#[from] crate::budget::BudgetError),
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;
@@ -58,6 +63,26 @@ pub fn check_images(plan: &Plan, images: &[f32], n: usize) -> Result<()> {
             shape: plan.input.to_string(),
         });
     }
+    Ok(())
+}
+
+/// Checks that the per-image buffers of a batch of `n` images of `plan`,
+/// `per_image` bytes each, fit `budget`; the message names the batch, the
+/// model and the size per image.
+pub fn check_batch_memory(
+    plan: &Plan,
+    n: usize,
+    per_image: u64,
+    budget: &budget::Budget,
+) -> Result<()> {
+    budget.check(
+        format_args!(
+            "a batch of {n} images (the activations of model `{}`, {} per image)",
+            plan.name,
+            human(u128::from(per_image))
+        ),
+        budget::product(&[n as u128, u128::from(per_image)]),
+    )?;
     Ok(())
 }
 
@@ -177,6 +202,16 @@ pub trait Executor {
 
     /// Device name for logs (`cpu (2 threads)`, `cuda:0 NVIDIA H100`).
     fn device_name(&self) -> String;
+
+    /// `Ok` when the per-image buffers of a batch of `n` images
+    /// (activations, ReLU inputs, switches, masks, gradients) fit the memory
+    /// they live in: the host's budget ([`crate::budget`]) on the CPU and
+    /// the emulator, the GPU's free memory under CUDA. Every pass checks its
+    /// batch this way before growing its buffers, so a batch too large is an
+    /// error ([`BackendError::Memory`]), never an allocation failure; a
+    /// command calls it first, before it loads data or builds inputs for
+    /// `n` images, to refuse a `--batch` at once.
+    fn fits_batch(&self, n: usize) -> Result<()>;
 
     /// Forward and backward pass over a batch in training mode (dropout active,
     /// seeded by `seed`): the gradients of the mean cross-entropy replace the

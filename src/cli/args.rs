@@ -108,3 +108,19 @@ pub fn check_fit(plan: &Plan, dataset: &Dataset, path: &Path) -> Result<(), Fail
     }
     Ok(())
 }
+
+/// Refuses a `--batch` whose buffers would not fit the memory of `exec`'s
+/// device ([`Executor::fits_batch`]), naming the flag; a command calls it
+/// right after creating the executor, before it loads data or builds inputs.
+pub fn check_batch(exec: &dyn Executor, n: usize) -> Result<(), Failure> {
+    exec.fits_batch(n)
+        .map_err(|err| Failure::Message(format!("--batch {n}: {err}")))
+}
+
+/// A data set made to fit the model, then checked ([`check_fit`]): a grey
+/// data set given to a colour model is repeated on its three channels, as
+/// `predict` does with a grey image (see `runtime::data::folder`).
+pub fn fit(plan: &Plan, dataset: &mut Dataset, path: &Path) -> Result<(), Failure> {
+    dataset.to_channels(plan.input.c);
+    check_fit(plan, dataset, path)
+}

@@ -3,7 +3,7 @@
 //! CPU beside the machine's measured peak and the model's limit on it;
 //! `--peak` alone measures the peak.
 
-use super::args::{executor, DeviceArg};
+use super::args::{check_batch, executor, DeviceArg};
 use super::flags;
 use super::precision::PrecisionArg;
 use super::{CliResult, Failure};
@@ -88,6 +88,13 @@ pub fn bench(args: &BenchArgs) -> CliResult {
     let macs = plan.forward_macs() as f64;
     let mut exec = executor(&plan, 0, args.device, args.precision.into())?;
     let n = args.batch;
+    // The batch's buffers and inputs are checked before any is allocated.
+    check_batch(exec.as_ref(), n)?;
+    runtime::budget::check(
+        format_args!("--batch {n} (its input images)"),
+        runtime::budget::product(&[n as u128, plan.input.len() as u128, 4]),
+    )
+    .map_err(|err| err.to_string())?;
     // Deterministic pseudo-random inputs: speed does not depend on values.
     let images: Vec<f32> = (0..n * plan.input.len())
         .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)

@@ -1,7 +1,7 @@
 //! `allcnnc eval` and `allcnnc predict`: a checkpoint on a device, a test
 //! set or images through its preprocessing, text or JSON.
 
-use super::args::{check_fit, load_split, load_trained, DeviceArg};
+use super::args::{fit, load_split, load_trained, DeviceArg};
 use super::flags;
 use super::precision::PrecisionArg;
 use super::CliResult;
@@ -42,7 +42,7 @@ pub fn eval(args: &EvalArgs) -> CliResult {
     )?;
     let plan = &model.plan;
     let mut test = load_split(&args.data, Split::Test, args.limit)?;
-    check_fit(plan, &test, &args.data)?;
+    fit(plan, &mut test, &args.data)?;
     if let Some(preprocess) = &checkpoint.preprocess {
         preprocess
             .apply_dataset(&mut test)
@@ -99,7 +99,8 @@ pub fn predict(args: &PredictArgs) -> CliResult {
     let plan = &model.plan;
     let mut results = Vec::new();
     for path in &args.images {
-        let (shape, mut image) = data::folder::load_image(path).map_err(|e| e.to_string())?;
+        let (shape, mut image) =
+            data::folder::load_image_as(path, plan.input.c).map_err(|e| e.to_string())?;
         if shape != plan.input {
             return Err(format!(
                 "image {} is {} (CxHxW) but model `{}` expects {}",

@@ -18,7 +18,7 @@ pub mod visualize;
 
 pub use compile::{derive, CompileOptions, GraphFormat, Variant};
 
-use crate::diagnostic::{emit_stderr, Source};
+use crate::diagnostic::{emit_stderr, escape_controls, Source};
 use crate::driver::{DriverError, Model};
 use crate::ir::Graph;
 use clap::{Parser, Subcommand};
@@ -170,7 +170,7 @@ pub fn report(err: DriverError) -> Failure {
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
             eprintln!(
                 "{}: {errors} error{}",
-                file.name,
+                escape_controls(&file.name),
                 if errors == 1 { "" } else { "s" }
             );
             Failure::Reported

@@ -2,7 +2,7 @@
 //! a fresh or resumed run through the [`driver`](crate::driver), progress
 //! bars, and a checkpoint on Ctrl-C.
 
-use super::args::{check_fit, executor, load_split, DeviceArg, InitArg};
+use super::args::{check_batch, executor, fit, load_split, DeviceArg, InitArg};
 use super::flags;
 use super::precision::PrecisionArg;
 use super::{report, CliResult, Failure};
@@ -167,6 +167,8 @@ pub fn train(args: &TrainArgs) -> CliResult {
         args.device,
         args.precision.into(),
     )?;
+    // Before any data is read: a batch whose activations cannot fit.
+    check_batch(exec.as_ref(), recipe.batch_size())?;
     eprintln!(
         "model {}: {} parameters on {}",
         plan.name,
@@ -176,8 +178,8 @@ pub fn train(args: &TrainArgs) -> CliResult {
 
     let mut train_set = load_split(&args.data, Split::Train, args.limit)?;
     let mut test_set = load_split(&args.data, Split::Test, args.test_limit)?;
-    check_fit(&plan, &train_set, &args.data)?;
-    check_fit(&plan, &test_set, &args.data)?;
+    fit(&plan, &mut train_set, &args.data)?;
+    fit(&plan, &mut test_set, &args.data)?;
 
     let (preprocess, start) = if args.resume {
         let checkpoint = Checkpoint::load(&plan, &run.checkpoint())

@@ -262,8 +262,9 @@ pub fn visualize(args: &VisualizeArgs) -> CliResult {
 }
 
 fn load_test(path: &Path, limit: Option<usize>, plan: &Plan) -> Result<Dataset, Failure> {
-    let test = data::load_limited(path, Split::Test, limit)
+    let mut test = data::load_limited(path, Split::Test, limit)
         .map_err(|err| Failure::Message(err.to_string()))?;
+    test.to_channels(plan.input.c);
     if test.shape != plan.input {
         return Err(format!(
             "data set {} has images of {} (CxHxW) but model `{}` expects {}",
@@ -301,6 +302,7 @@ fn top_patches(
     args: &VisualizeArgs,
 ) -> Result<(Grid, Value), Failure> {
     let data_path = args.data.as_deref().expect("top patches need --data");
+    check_figure(model, rules, args.top)?;
     let raw = load_test(data_path, Some(args.limit), &model.plan)?;
     let mut images = raw.images.clone();
     model.preprocess(&mut images, raw.len())?;
@@ -395,6 +397,25 @@ fn top_patches(
     Ok((grid, Value::Object(json)))
 }
 
+/// Refuses a `--top` whose figure could not fit the memory budget, before
+/// any image is read: a row per unit of `top` patches and `top`
+/// reconstructions per rule, each tile at least [`MIN_SIDE_PX`] square (RGB)
+/// plus its gap, is a lower bound of the canvas `render` allocates.
+fn check_figure(model: &Model, rules: &[ReluRule], top: usize) -> Result<(), Failure> {
+    let side = MIN_SIDE_PX as u128;
+    let columns = runtime::budget::product(&[top as u128, rules.len() as u128 + 1]);
+    let width = runtime::budget::product(&[columns, side + 3]);
+    let height = runtime::budget::product(&[model.channels.len() as u128, side + 10]);
+    runtime::budget::check(
+        format_args!(
+            "--top {top} (a figure of {} units x {columns} tiles of at least {side}x{side} pixels)",
+            model.channels.len()
+        ),
+        runtime::budget::product(&[width, height, 3]),
+    )
+    .map_err(|err| Failure::Message(err.to_string()))
+}
+
 fn hit_json(hit: &Hit, window: &Window, data: &Dataset, input: Shape) -> Value {
     let label = data.labels[hit.image] as usize;
     json!({
@@ -419,7 +440,8 @@ fn one_image(
     let input = model.plan.input;
     let (raw, what) = match (&args.image, args.index) {
         (Some(path), _) => {
-            let (shape, image) = data::folder::load_image(path).map_err(|e| e.to_string())?;
+            let (shape, image) =
+                data::folder::load_image_as(path, input.c).map_err(|e| e.to_string())?;
             if shape != input {
                 return Err(format!(
                     "image {} is {shape} (CxHxW) but model `{}` expects {input}",

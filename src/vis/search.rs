@@ -72,7 +72,8 @@ impl TopHits {
         Self {
             top,
             channels: channels.to_vec(),
-            hits: vec![Vec::with_capacity(top + 1); channels.len()],
+            // Grown as hits come: `top` may be far more than the images.
+            hits: vec![Vec::new(); channels.len()],
         }
     }
 

@@ -23,7 +23,8 @@ use super::pool::{
 };
 use super::softmax::{cross_entropy, softmax_backward, softmax_forward};
 use crate::backend::{
-    check_batch, check_images, BackendError, Batch, Executor, Forwarded, Result, SgdStep, StepStats,
+    check_batch, check_batch_memory, check_images, BackendError, Batch, Executor, Forwarded,
+    Result, SgdStep, StepStats,
 };
 use crate::plan::{Activation, Op, ParamSpec, Plan, ReluRule, Shape};
 use crate::rng::derive_key;
@@ -145,12 +146,39 @@ impl CpuExecutor {
         })
     }
 
-    /// Grows the buffers to hold `n` images (never shrinks them).
-    fn reserve(&mut self, n: usize) {
-        let b = &mut self.buffers;
-        if n <= b.capacity {
-            return;
+    /// Bytes of the per-image buffers [`CpuExecutor::reserve`] allocates
+    /// for one image: every layer's activation, the two gradient buffers,
+    /// and the ReLU inputs, switches and masks of the layers that keep them.
+    /// (The convolutions' workspace does not grow with the batch.)
+    fn bytes_per_image(&self) -> u64 {
+        let f32_len = |len: usize| 4 * len as u64;
+        let acts: u64 = self.shapes.iter().map(|s| f32_len(s.len())).sum();
+        let max_len = self.shapes.iter().map(Shape::len).max().unwrap_or(0);
+        let kept: u64 = self
+            .kernels
+            .iter()
+            .zip(&self.plan.layers)
+            .map(|(kernel, layer)| {
+                let out_len = layer.out_shape.len();
+                match kernel {
+                    Kernel::Conv { act, .. } if activation::needs_input(*act) => f32_len(out_len),
+                    Kernel::MaxPool(_) => f32_len(out_len),
+                    Kernel::Dropout { .. } => out_len as u64,
+                    _ => 0,
+                }
+            })
+            .sum();
+        acts + 2 * f32_len(max_len) + kept
+    }
+
+    /// Grows the buffers to hold `n` images (never shrinks them), after
+    /// checking them against the memory budget.
+    fn reserve(&mut self, n: usize) -> Result<()> {
+        if n <= self.buffers.capacity {
+            return Ok(());
         }
+        self.fits_batch(n)?;
+        let b = &mut self.buffers;
         b.capacity = n;
         b.acts = self.shapes.iter().map(|s| vec![0.0; n * s.len()]).collect();
         let max_len = self.shapes.iter().map(Shape::len).max().unwrap_or(0);
@@ -178,15 +206,17 @@ impl CpuExecutor {
                 Vec::new()
             });
         }
+        Ok(())
     }
 
     /// Copies `images` into the input buffer and runs layers `0..=last_layer`.
-    fn forward(&mut self, images: &[f32], n: usize, last_layer: usize, mode: Mode) {
-        self.reserve(n);
+    fn forward(&mut self, images: &[f32], n: usize, last_layer: usize, mode: Mode) -> Result<()> {
+        self.reserve(n)?;
         self.buffers.acts[0][..images.len()].copy_from_slice(images);
         for layer_idx in 0..=last_layer {
             self.forward_layer(layer_idx, n, mode);
         }
+        Ok(())
     }
 
     fn forward_layer(&mut self, layer_idx: usize, n: usize, mode: Mode) {
@@ -536,13 +566,19 @@ impl Executor for CpuExecutor {
         }
     }
 
+    fn fits_batch(&self, n: usize) -> Result<()> {
+        let budget = crate::budget::Budget::current()?;
+        check_batch_memory(&self.plan, n, self.bytes_per_image(), &budget)
+    }
+
     fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {
         let n = batch.n;
         check_batch(&self.plan, batch)?;
         let classes = self.plan.classes;
         let layers = self.kernels.len();
+        self.forwarded = Forwarded::Nothing;
+        self.forward(batch.images, n, layers - 1, Mode::Train { seed })?;
         self.forwarded = Forwarded::Train { n };
-        self.forward(batch.images, n, layers - 1, Mode::Train { seed });
 
         let b = &mut self.buffers;
         let logits = &b.acts[layers - 1][..n * classes];
@@ -628,7 +664,7 @@ impl Executor for CpuExecutor {
         while first < n {
             let count = chunk.min(n - first);
             let part = &images[first * image_len..(first + count) * image_len];
-            self.forward(part, count, layers - 1, Mode::Infer);
+            self.forward(part, count, layers - 1, Mode::Infer)?;
             probs.extend_from_slice(&self.buffers.acts[layers][..count * classes]);
             first += count;
         }
@@ -662,11 +698,12 @@ impl Executor for CpuExecutor {
     fn forward_to(&mut self, images: &[f32], n: usize, layer_idx: usize) -> Result<Vec<f32>> {
         self.check_layer(layer_idx)?;
         check_images(&self.plan, images, n)?;
+        self.forwarded = Forwarded::Nothing;
+        self.forward(images, n, layer_idx, Mode::Infer)?;
         self.forwarded = Forwarded::Infer {
             n,
             last_layer: layer_idx,
         };
-        self.forward(images, n, layer_idx, Mode::Infer);
         let len = n * self.shapes[layer_idx + 1].len();
         Ok(self.buffers.acts[layer_idx + 1][..len].to_vec())
     }

@@ -89,7 +89,7 @@ pub struct DriverDevice {
     functions: Vec<CudaFunction>,
     _module: Arc<CudaModule>,
     stream: Arc<CudaStream>,
-    _ctx: Arc<CudaContext>,
+    ctx: Arc<CudaContext>,
 }
 
 impl DriverDevice {
@@ -133,7 +133,7 @@ impl DriverDevice {
             functions,
             _module: module,
             stream,
-            _ctx: ctx,
+            ctx,
         })
     }
 
@@ -147,6 +147,18 @@ impl DriverDevice {
 impl Device for DriverDevice {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// The GPU's free memory: its buffers live there, not in the host's.
+    fn memory_budget(&self) -> Result<crate::budget::Budget> {
+        let (free, _total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| device_error("cannot read the free memory", e))?;
+        Ok(crate::budget::Budget {
+            bytes: free as u64,
+            source: crate::budget::Source::DeviceFree(self.name.clone()),
+        })
     }
 
     fn alloc(&mut self, bytes: usize) -> Result<u64> {

@@ -20,8 +20,8 @@ use super::program::{
     Arg, DType, DevicePlan, Launch, Program, RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED,
 };
 use crate::backend::{
-    check_batch, check_images, BackendError, Batch, Executor, Forwarded, KernelTime, Result,
-    SgdStep, StepStats,
+    check_batch, check_batch_memory, check_images, BackendError, Batch, Executor, Forwarded,
+    KernelTime, Result, SgdStep, StepStats,
 };
 use crate::plan::{Plan, ReluRule};
 use crate::rng::derive_key;
@@ -53,6 +53,11 @@ pub trait Device {
     fn name(&self) -> String;
     /// Allocates `bytes` zeroed bytes; returns the buffer's address.
     fn alloc(&mut self, bytes: usize) -> Result<u64>;
+    /// The most bytes a batch's buffers may take on this device: the host's
+    /// budget ([`crate::budget`]) unless the device has memory of its own.
+    fn memory_budget(&self) -> Result<crate::budget::Budget> {
+        Ok(crate::budget::Budget::current()?)
+    }
     /// Frees a buffer [`Device::alloc`] returned.
     fn free(&mut self, address: u64);
     /// Copies `data` to the start of the buffer at `address` (ordered
@@ -189,8 +194,18 @@ impl<D: Device> PlanExecutor<D> {
         Ok(())
     }
 
+    /// Bytes of the per-image buffers of one image.
+    fn bytes_per_image(&self) -> u64 {
+        self.device_plan
+            .buffers
+            .iter()
+            .map(|spec| spec.len.per_image.saturating_mul(spec.dtype.size() as u64))
+            .fold(0, u64::saturating_add)
+    }
+
     fn reserve(&mut self, n: usize) -> Result<()> {
         if n > self.capacity {
+            self.fits_batch(n)?;
             if let (max, Some(kernel)) = self.device_plan.max_batch() {
                 if n as u64 > max {
                     return Err(BackendError::Device(format!(
@@ -396,6 +411,11 @@ impl<D: Device> Executor for PlanExecutor<D> {
 
     fn device_name(&self) -> String {
         self.device.name()
+    }
+
+    fn fits_batch(&self, n: usize) -> Result<()> {
+        let budget = self.device.memory_budget()?;
+        check_batch_memory(&self.plan, n, self.bytes_per_image(), &budget)
     }
 
     fn forward_backward(&mut self, batch: &Batch<'_>, seed: u64) -> Result<()> {

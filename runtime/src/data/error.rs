@@ -37,12 +37,22 @@ pub enum DataError {
         expected: u64,
         found: u64,
     },
-    #[error("{} has {extra} bytes after its last {what}", .path.display())]
-    TrailingBytes {
+    #[error(
+        "{} is too long: its header declares {shape} bytes of {what}, {expected} bytes in all, but it {} more",
+        .path.display(),
+        if *.gzipped { "decompresses to" } else { "holds" }
+    )]
+    TooLong {
         path: PathBuf,
-        extra: u64,
+        expected: u64,
+        shape: String,
         what: &'static str,
+        gzipped: bool,
     },
+    #[error(transparent)]
+    File(#[from] crate::file::FileError),
+    #[error(transparent)]
+    Memory(#[from] crate::budget::BudgetError),
     #[error("{} has an unusable header: {reason}", .path.display())]
     BadHeader { path: PathBuf, reason: String },
     #[error("{} holds {n_images} images but {} holds {n_labels} labels", .images.display(), .labels.display())]

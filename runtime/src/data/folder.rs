@@ -8,8 +8,14 @@
 //! The images are ordered class by class in turn (the first image of every
 //! class, then the second of every class, ...), so the first `limit` images
 //! cover all classes. Decoding runs in parallel (rayon). All images must have
-//! one size; grey images become RGB when any image of the split has colour,
-//! and an alpha channel is dropped.
+//! one size; an alpha channel is dropped.
+//!
+//! Grey and colour, here and in `predict` and `visualize --image`
+//! ([`load_image_as`]) alike: a grey image is repeated on the three channels
+//! wherever three are expected (a split where any image has colour, a
+//! colour model, a grey split given to a colour model through
+//! [`Dataset::to_channels`](super::Dataset::to_channels)); a colour image is
+//! never turned grey, so a one-channel model refuses it.
 
 use std::path::{Path, PathBuf};
 
@@ -73,11 +79,7 @@ fn is_image(path: &Path) -> bool {
 }
 
 fn require_dir(path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Err(DataError::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
+    super::require_exists(path)?;
     if !path.is_dir() {
         return Err(DataError::NotADirectory {
             path: path.to_path_buf(),
@@ -156,12 +158,39 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
     Ok(Listing { class_names, items })
 }
 
+/// Decodes one image file, streaming from it: the size its header declares
+/// is checked against the memory budget ([`crate::budget`]) before the
+/// pixels are allocated, the decoder gets the budget as its allocation
+/// limit, and a file that is no image (`/dev/zero`) fails after its first
+/// bytes.
 fn decode(path: &Path) -> Result<Decoded> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::io(path, source))?;
-    let image = image::load_from_memory(&bytes).map_err(|err| DataError::Decode {
+    let decode_error = |err: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         message: err.to_string(),
-    })?;
+    };
+    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+        let file = crate::file::open(path)?;
+        image::ImageReader::new(std::io::BufReader::new(file))
+            .with_guessed_format()
+            .map_err(|err| decode_error(&err))
+    };
+    let (width, height) = open()?
+        .into_dimensions()
+        .map_err(|err| decode_error(&err))?;
+    let budget = crate::budget::Budget::current()?;
+    // The decoder's output: at most 4 channels of 16 bits.
+    budget.check(
+        format_args!(
+            "image {} (its header declares {width}x{height} pixels)",
+            path.display()
+        ),
+        crate::budget::product(&[u128::from(width), u128::from(height), 8]),
+    )?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(budget.bytes);
+    let mut reader = open()?;
+    reader.limits(limits);
+    let image = reader.decode().map_err(|err| decode_error(&err))?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let (channels, bytes) = if image.color().has_color() {
         (3, image.into_rgb8().into_raw())
@@ -176,17 +205,45 @@ fn decode(path: &Path) -> Result<Decoded> {
     })
 }
 
+/// `u8 / 255` of a decoded image with `channels` channels: its own values,
+/// or a grey image repeated on every channel (see the module doc).
+fn to_unit(image: &Decoded, channels: usize, out: &mut [f32]) {
+    if image.channels == channels {
+        for (value, &byte) in out.iter_mut().zip(&image.bytes) {
+            *value = f32::from(byte) / 255.0;
+        }
+    } else {
+        for (pixel, &byte) in out.chunks_exact_mut(channels).zip(&image.bytes) {
+            pixel.fill(f32::from(byte) / 255.0);
+        }
+    }
+}
+
 /// Reads one image file as `(shape, H x W x C values in 0..=1)`; grey images
 /// have one channel, colour images three.
 pub fn load_image(path: &Path) -> Result<(Shape, Vec<f32>)> {
-    if !path.exists() {
-        return Err(DataError::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
+    super::require_exists(path)?;
     let decoded = decode(path)?;
     let shape = Shape::new(decoded.channels, decoded.height, decoded.width);
     Ok((shape, super::bytes_to_unit(&decoded.bytes)))
+}
+
+/// Reads one image file for a model of `channels` channels, with the
+/// folder's rule (see the module doc): a grey image is repeated on the
+/// three channels of a colour model; a colour image keeps its three
+/// channels (a one-channel model refuses it: colour is never dropped).
+pub fn load_image_as(path: &Path, channels: usize) -> Result<(Shape, Vec<f32>)> {
+    super::require_exists(path)?;
+    let decoded = decode(path)?;
+    let channels = if decoded.channels == 1 && channels == 3 {
+        3
+    } else {
+        decoded.channels
+    };
+    let shape = Shape::new(channels, decoded.height, decoded.width);
+    let mut values = vec![0.0; shape.len()];
+    to_unit(&decoded, channels, &mut values);
+    Ok((shape, values))
 }
 
 /// Loads a split of the image folder at `root` (first `limit` images in load
@@ -199,13 +256,37 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
     let keep = limit.map_or(items.len(), |limit| limit.min(items.len()));
     // Even with `limit == 0` one image is decoded: it gives the shape.
     items.truncate(keep.max(1));
-    let decoded: Vec<Result<Decoded>> = items.par_iter().map(|(path, _)| decode(path)).collect();
-    let decoded: Vec<Decoded> = decoded.into_iter().collect::<Result<_>>()?;
-    let Some(first) = decoded.first() else {
+    let Some((first_path, _)) = items.first() else {
         return Err(DataError::NoClasses {
             path: root.join(split.to_string()),
         });
     };
+    // The first image gives the size of all: the split's bytes and values
+    // are checked against the budget before the others are decoded.
+    let first = decode(first_path)?;
+    let pixels = crate::budget::product(&[
+        items.len() as u128,
+        first.width as u128,
+        first.height as u128,
+    ]);
+    crate::budget::check(
+        format_args!(
+            "the {} images of {} ({}x{} pixels each, 3 bytes and 3 values of 4 bytes a pixel)",
+            items.len(),
+            root.join(split.to_string()).display(),
+            first.width,
+            first.height
+        ),
+        crate::budget::product(&[pixels, 15]),
+    )?;
+    let rest: Vec<Result<Decoded>> = items[1..]
+        .par_iter()
+        .map(|(path, _)| decode(path))
+        .collect();
+    let decoded: Vec<Decoded> = std::iter::once(Ok(first))
+        .chain(rest)
+        .collect::<Result<_>>()?;
+    let first = &decoded[0];
     let (width, height) = (first.width, first.height);
     if let Some(index) = decoded
         .iter()
@@ -230,18 +311,7 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
     images
         .par_chunks_mut(shape.len())
         .zip(decoded.par_iter())
-        .for_each(|(out, image)| {
-            if image.channels == channels {
-                for (value, &byte) in out.iter_mut().zip(&image.bytes) {
-                    *value = f32::from(byte) / 255.0;
-                }
-            } else {
-                // A grey image in a colour data set: repeat it on every channel.
-                for (pixel, &byte) in out.chunks_exact_mut(channels).zip(&image.bytes) {
-                    pixel.fill(f32::from(byte) / 255.0);
-                }
-            }
-        });
+        .for_each(|(out, image)| to_unit(image, channels, out));
     let labels = items.into_iter().map(|(_, label)| label).collect();
     let mut dataset = Dataset {
         images,

@@ -10,10 +10,10 @@
 //! IDX data sets have 10 classes: the Fashion-MNIST names when the
 //! directory's name contains `fashion`, the digits `0`..`9` otherwise.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::{check_labels, read_file, DataError, Dataset, Result, Split};
+use super::{check_labels, DataError, Dataset, Result, Split};
 use crate::plan::Shape;
 
 /// Magic number of an image file (`u8`, 3 dims).
@@ -84,30 +84,33 @@ pub struct IdxArray {
 /// Reads an IDX file, gunzipping it when it starts with the gzip magic.
 ///
 /// `magic` is the expected first word; the data must fill the file exactly.
+/// The header is read first and the size it declares checked against the
+/// memory budget ([`crate::budget`]) before the data is allocated; the data
+/// is then read through a limit of that size plus one byte, so a gzip bomb
+/// stops decompressing there and is "too long", and a short file is
+/// "truncated".
 pub fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<IdxArray> {
-    let raw = read_file(path)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::io(path, source))?;
-        out
+    let mut file = BufReader::new(crate::file::open(path)?);
+    let gzipped = file
+        .fill_buf()
+        .map_err(|source| DataError::io(path, source))?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::bufread::MultiGzDecoder::new(file))
     } else {
-        raw
+        Box::new(file)
     };
-    parse_idx(path, &bytes, magic, what)
-}
-
-fn parse_idx(path: &Path, bytes: &[u8], magic: u32, what: &'static str) -> Result<IdxArray> {
-    let found_len = bytes.len() as u64;
-    let Some(head) = bytes.get(..4) else {
+    let read_io = |err: std::io::Error| DataError::io(path, err);
+    let mut head = [0u8; 4];
+    let got = read_up_to(&mut reader, &mut head).map_err(read_io)?;
+    if got < head.len() {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             expected: 4,
-            found: found_len,
+            found: got as u64,
         });
-    };
-    let found = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    }
+    let found = u32::from_be_bytes(head);
     if found != magic {
         return Err(DataError::BadMagic {
             path: path.to_path_buf(),
@@ -118,39 +121,73 @@ fn parse_idx(path: &Path, bytes: &[u8], magic: u32, what: &'static str) -> Resul
     }
     let n_dims = usize::from(head[3]);
     let header_len = 4 + 4 * n_dims;
-    let Some(dim_bytes) = bytes.get(4..header_len) else {
+    let mut dim_bytes = vec![0u8; 4 * n_dims];
+    let got = read_up_to(&mut reader, &mut dim_bytes).map_err(read_io)?;
+    if got < dim_bytes.len() {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             expected: header_len as u64,
-            found: found_len,
+            found: (4 + got) as u64,
         });
-    };
+    }
     let dims: Vec<usize> = dim_bytes
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     // u128 so that a hostile header cannot overflow the size computation.
-    let data_len: u128 = dims.iter().map(|&d| d as u128).product();
-    let expected = header_len as u128 + data_len;
-    let found_len_wide = u128::from(found_len);
-    if expected > found_len_wide {
+    let data_len = crate::budget::product(&dims.iter().map(|&d| d as u128).collect::<Vec<_>>());
+    let shape = dims
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
+    crate::budget::check(
+        format_args!(
+            "{} (its header declares {shape} bytes of {what})",
+            path.display()
+        ),
+        data_len,
+    )?;
+    // Within the budget, hence within u64 and usize.
+    let data_len = data_len as u64;
+    let mut data = Vec::with_capacity(data_len as usize);
+    (&mut reader)
+        .take(data_len + 1)
+        .read_to_end(&mut data)
+        .map_err(read_io)?;
+    let expected = header_len as u64 + data_len;
+    let found_len = header_len as u64 + data.len() as u64;
+    if found_len < expected {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            expected: u64::try_from(expected).unwrap_or(u64::MAX),
+            expected,
             found: found_len,
         });
     }
-    if expected < found_len_wide {
-        return Err(DataError::TrailingBytes {
+    if found_len > expected {
+        return Err(DataError::TooLong {
             path: path.to_path_buf(),
-            extra: (found_len_wide - expected) as u64,
+            expected,
+            shape,
             what,
+            gzipped,
         });
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    Ok(IdxArray { dims, data })
+}
+
+/// Reads until `buf` is full or the input ends; the number of bytes read.
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(got) => filled += got,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads an image file: `(n, rows, cols, pixels)`.

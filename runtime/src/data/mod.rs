@@ -137,6 +137,18 @@ impl Dataset {
         }
     }
 
+    /// A grey data set for a model of `channels` channels: repeated on the
+    /// three channels of a colour model, as a grey image in a colour split
+    /// is (see [`folder`]); anything else is left as it is (the caller then
+    /// refuses the mismatch).
+    pub fn to_channels(&mut self, channels: usize) {
+        if self.shape.c != 1 || channels != 3 {
+            return;
+        }
+        self.images = self.images.iter().flat_map(|&v| [v; 3]).collect();
+        self.shape = Shape::new(3, self.shape.h, self.shape.w);
+    }
+
     /// Converts `u8` pixels to `u8 / 255`.
     pub(crate) fn from_bytes(
         pixels: &[u8],
@@ -174,11 +186,7 @@ pub(crate) fn bytes_to_unit(pixels: &[u8]) -> Vec<f32> {
 /// directory that only contains the official archive folder
 /// (`cifar-10-batches-bin`, `cifar-100-binary`) resolves to that folder.
 pub fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
-    if !dir.exists() {
-        return Err(DataError::NotFound {
-            path: dir.to_path_buf(),
-        });
-    }
+    require_exists(dir)?;
     if !dir.is_dir() {
         return Err(DataError::NotADirectory {
             path: dir.to_path_buf(),
@@ -234,14 +242,35 @@ pub fn load_limited(dir: &Path, split: Split, limit: Option<usize>) -> Result<Da
     }
 }
 
-/// Reads a whole file, naming it in the error.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    if !path.exists() {
-        return Err(DataError::NotFound {
-            path: path.to_path_buf(),
-        });
+/// `Ok` when `path` exists; a link that loops or dangles says so (see
+/// [`crate::file`]).
+pub(crate) fn require_exists(path: &Path) -> Result<()> {
+    match crate::file::exists(path) {
+        Ok(()) => Ok(()),
+        Err(crate::file::FileError::NotFound { path }) => Err(DataError::NotFound { path }),
+        Err(err) => Err(err.into()),
     }
-    std::fs::read(path).map_err(|source| DataError::io(path, source))
+}
+
+/// Reads a whole file, naming it in the error. A regular file's length is
+/// checked against the memory budget ([`crate::budget`]) before reading;
+/// anything else (a FIFO, a device) is read up to the budget.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    require_exists(path)?;
+    let budget = crate::budget::Budget::current()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_file() {
+            budget.check(
+                format_args!("reading {}", path.display()),
+                u128::from(meta.len()),
+            )?;
+        }
+    }
+    Ok(crate::file::read_limited(
+        path,
+        budget.bytes,
+        "a data file within the memory budget",
+    )?)
 }
 
 /// Checks every label against the number of classes.

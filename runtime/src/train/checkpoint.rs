@@ -20,11 +20,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot read checkpoint {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::file::FileError),
     #[error("checkpoint {path} is truncated or corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
@@ -72,6 +69,18 @@ pub struct Checkpoint {
     /// Names of the classes of the data set it was trained on.
     pub class_names: Vec<String>,
     pub progress: Progress,
+}
+
+/// The largest checkpoint `plan` can have: weights and momentum, the
+/// preprocessing's tensors (at most a ZCA matrix and two vectors over one
+/// image's values) and 16 MiB for the header and metadata. A longer file is
+/// refused before it is read whole (a checkpoint named by mistake, or
+/// `/dev/zero`).
+fn max_bytes(plan: &Plan) -> u64 {
+    let params: u64 = plan.params().iter().map(|s| s.len() as u64).sum();
+    let image = plan.input.len() as u64;
+    let values = 2 * params + image * image + 2 * image;
+    values.saturating_mul(4).saturating_add(16 << 20)
 }
 
 fn shape_text(dims: &[usize]) -> String {
@@ -166,10 +175,11 @@ impl Checkpoint {
     /// Reads a checkpoint and checks it against `plan`: a tensor missing or
     /// of another shape is an error naming the layer and both shapes.
     pub fn load(plan: &Plan, path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::file::read_limited(
+            path,
+            max_bytes(plan),
+            &format!("a checkpoint of model `{}`", plan.name),
+        )?;
         let corrupt = |reason: String| CheckpointError::Corrupt {
             path: path.to_path_buf(),
             reason,
