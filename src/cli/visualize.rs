@@ -260,8 +260,20 @@ pub fn visualize(args: &VisualizeArgs) -> CliResult {
     Ok(())
 }
 
-fn load_test(path: &Path, limit: Option<usize>, plan: &Plan) -> Result<Dataset, Failure> {
+/// The test split of `path` (first `limit` images), checked against the
+/// model's input and the class names of its checkpoint at `weights`.
+fn load_test(
+    path: &Path,
+    limit: Option<usize>,
+    model: &Model,
+    weights: &Path,
+) -> Result<Dataset, Failure> {
+    let plan = &model.plan;
     let test = data::load_limited(path, Split::Test, limit)
+        .map_err(|err| Failure::Message(err.to_string()))?;
+    model
+        .checkpoint
+        .check_class_names(weights, path, &test.class_names)
         .map_err(|err| Failure::Message(err.to_string()))?;
     if test.shape != plan.input {
         return Err(format!(
@@ -300,7 +312,7 @@ fn top_patches(
     args: &VisualizeArgs,
 ) -> Result<(Grid, Value), Failure> {
     let data_path = args.data.as_deref().expect("top patches need --data");
-    let raw = load_test(data_path, Some(args.limit.max(1)), &model.plan)?;
+    let raw = load_test(data_path, Some(args.limit.max(1)), model, &args.weights)?;
     let mut images = raw.images.clone();
     model.preprocess(&mut images, raw.len())?;
     let input = model.plan.input;
@@ -431,7 +443,7 @@ fn one_image(
         }
         (None, Some(index)) => {
             let data_path = args.data.as_deref().expect("clap: --index requires --data");
-            let test = load_test(data_path, Some(index + 1), &model.plan)?;
+            let test = load_test(data_path, Some(index + 1), model, &args.weights)?;
             if index >= test.len() {
                 return Err(format!(
                     "--index {index}: the test split of {} has {} images",
