@@ -2,6 +2,10 @@
 //! subset (Debian package `dataset-fashion-mnist`): interrupted runs resume to
 //! the same weights, and bad inputs give clear errors, never panics.
 
+#[path = "../runtime/tests/support/safetensors_parts.rs"]
+mod parts;
+
+use parts::Parts;
 use runtime::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -249,7 +253,7 @@ fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
     let out = run(&resume);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("already finished 1 of its 1 epochs"),
+        stderr(&out).contains("has finished 1 epochs and the run has 1: nothing to resume"),
         "{}",
         stderr(&out)
     );
@@ -552,18 +556,155 @@ fn data_that_does_not_fit_the_model_names_both_sides() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Trains TINY for one epoch on 256 images into `dir/run`; returns the
+/// model file and the run's train arguments (without `--epochs`).
+fn one_epoch_run(dir: &Path) -> (PathBuf, Vec<String>) {
+    require_data();
+    let model = write_model(dir, TINY);
+    let mut args = short_run(&model, &dir.join("run"));
+    // Without the `--epochs 1` the run had: resuming continues the recipe.
+    args.truncate(args.len() - 2);
+    (model, args)
+}
+
+/// `eval MODEL --weights WEIGHTS` on 100 Fashion-MNIST test images.
+fn eval(model: &Path, weights: &Path) -> Output {
+    bin()
+        .args(["eval", model.to_str().unwrap(), "--weights"])
+        .arg(weights)
+        .args(["--data", FASHION, "--limit", "100", "--device", "cpu"])
+        .output()
+        .unwrap()
+}
+
+/// Evaluates with the run's checkpoint in `dir` edited by `edit`; the edit
+/// must be refused (exit status 1, no panic) with a message containing
+/// `expected`.
+fn refused(dir: &Path, model: &Path, edit: &dyn Fn(&mut Parts), expected: &[&str]) {
+    let mut parts = Parts::read(&dir.join("run/checkpoint.safetensors"));
+    edit(&mut parts);
+    let edited = dir.join("edited.safetensors");
+    parts.write(&edited);
+    let out = eval(model, &edited);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "eval was not refused: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for text in expected {
+        assert!(err.contains(text), "`{text}` not in: {err}");
+    }
+}
+
+/// An edit of a checkpoint and what its refusal must say.
+type Edit<'a> = (&'a dyn Fn(&mut Parts), &'a [&'a str]);
+
+/// Trains a short run, then checks that `eval` refuses each edit of its
+/// checkpoint.
+fn each_refused(edits: &[Edit<'_>]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = one_epoch_run(dir.path());
+    for (edit, expected) in edits {
+        refused(dir.path(), &model, edit, expected);
+    }
+}
+
+#[test]
+fn non_finite_weights_and_preprocessing_are_refused_naming_the_tensor() {
+    each_refused(&[
+        (
+            &|c| c.set("conv2.weight", 5, f32::NAN),
+            &["`conv2.weight`", "NaN"],
+        ),
+        (
+            &|c| c.set("momentum.conv1.bias", 3, f32::INFINITY),
+            &["`momentum.conv1.bias`", "inf"],
+        ),
+        (
+            &|c| c.set("preprocess.std", 0, 0.0),
+            &["`preprocess.std`", "channel 0", "0"],
+        ),
+    ]);
+}
+
+#[test]
+fn another_dtype_or_a_partial_optimizer_state_is_refused_naming_the_tensor() {
+    each_refused(&[
+        (
+            &|c| c.make_bf16("conv1.weight"),
+            &["`conv1.weight`", "BF16", "F32"],
+        ),
+        (
+            &|c| c.tensors.retain(|t| t.0 != "momentum.conv2.weight"),
+            &["`momentum.conv2.weight`"],
+        ),
+        (
+            &|c| c.tensors.retain(|t| t.0 != "conv3.bias"),
+            &["`conv3.bias`"],
+        ),
+    ]);
+}
+
+#[test]
+fn missing_or_malformed_metadata_is_refused_naming_the_key() {
+    each_refused(&[
+        (
+            &|c| drop(c.metadata.remove("class_names")),
+            &["`class_names`", "missing"],
+        ),
+        (
+            &|c| drop(c.metadata.insert("class_names".into(), "[\"a\", 3]".into())),
+            &["`class_names`"],
+        ),
+        (
+            &|c| drop(c.metadata.remove("preprocess")),
+            &["`preprocess`"],
+        ),
+        (
+            &|c| drop(c.metadata.insert("epoch".into(), "1e30".into())),
+            &["`epoch`", "1e30"],
+        ),
+    ]);
+}
+
+#[test]
+fn class_names_in_another_order_are_refused_naming_both_lists() {
+    each_refused(&[(
+        &|c| {
+            let names = c.metadata.get_mut("class_names").unwrap();
+            *names = names.replace("\"T-shirt/top\",\"Trouser\"", "\"Trouser\",\"T-shirt/top\"");
+        },
+        &[
+            "T-shirt/top, Trouser, Pullover",
+            "Trouser, T-shirt/top, Pullover",
+        ],
+    )]);
+}
+
+#[test]
+fn resume_refuses_an_epoch_out_of_range_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut args) = one_epoch_run(dir.path());
+    args.extend(["--epochs".into(), "2".into(), "--resume".into()]);
+    let checkpoint = dir.path().join("run/checkpoint.safetensors");
+    let whole = Parts::read(&checkpoint);
+    for epoch in ["-3", "abc", "1e30", "4294967296"] {
+        let mut parts = whole.clone();
+        parts.metadata.insert("epoch".into(), epoch.into());
+        parts.write(&checkpoint);
+        let out = run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "epoch {epoch} resumed: {err}");
+        assert!(
+            err.contains("`epoch`") && err.contains(epoch) && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn checkpoint_of_another_model_names_the_layer_and_shapes() {
-    require_data();
     let dir = tempfile::tempdir().unwrap();
-    let model = write_model(dir.path(), TINY);
+    let (model, _) = one_epoch_run(dir.path());
     let run_dir = dir.path().join("run");
-    let mut args = train_args(&model, &run_dir);
-    let limit = args.iter().position(|a| a == "--limit").unwrap();
-    args[limit + 1] = "256".into();
-    args.extend(["--epochs".into(), "1".into()]);
-    let out = run(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
     let other = dir.path().join("other.net");
     std::fs::write(&other, TINY.replace("conv 32 3x3", "conv 24 3x3")).unwrap();
     let out = bin()

@@ -121,6 +121,10 @@ pub fn check_batch(exec: &dyn Executor, n: usize) -> Result<(), Failure> {
 /// data set given to a colour model is repeated on its three channels, as
 /// `predict` does with a grey image (see `runtime::data::folder`).
 pub fn fit(plan: &Plan, dataset: &mut Dataset, path: &Path) -> Result<(), Failure> {
-    dataset.to_channels(plan.input.c);
+    // Only images of the model's size: a mismatch is reported as the data
+    // set has it, not after a conversion.
+    if (dataset.shape.h, dataset.shape.w) == (plan.input.h, plan.input.w) {
+        dataset.to_channels(plan.input.c);
+    }
     check_fit(plan, dataset, path)
 }

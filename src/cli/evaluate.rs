@@ -43,6 +43,9 @@ pub fn eval(args: &EvalArgs) -> CliResult {
     let plan = &model.plan;
     let mut test = load_split(&args.data, Split::Test, args.limit)?;
     fit(plan, &mut test, &args.data)?;
+    checkpoint
+        .check_class_names(&args.weights, &args.data, &test.class_names)
+        .map_err(|e| e.to_string())?;
     if let Some(preprocess) = &checkpoint.preprocess {
         preprocess
             .apply_dataset(&mut test)

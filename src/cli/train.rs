@@ -184,6 +184,9 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let (preprocess, start) = if args.resume {
         let checkpoint = Checkpoint::load(&plan, &run.checkpoint())
             .map_err(|err| Failure::Message(err.to_string()))?;
+        checkpoint
+            .check_class_names(&run.checkpoint(), &args.data, &train_set.class_names)
+            .map_err(|err| Failure::Message(err.to_string()))?;
         if let Some(seed) = args.seed.filter(|&s| s != checkpoint.progress.seed) {
             return Err(format!(
                 "--seed {seed} differs from the run's seed {}; a resumed run keeps its seed (drop --seed)",

@@ -261,10 +261,23 @@ pub fn visualize(args: &VisualizeArgs) -> CliResult {
     Ok(())
 }
 
-fn load_test(path: &Path, limit: Option<usize>, plan: &Plan) -> Result<Dataset, Failure> {
+/// The test split of `path` (first `limit` images), made to fit the
+/// model's input (grey images repeated on a colour model's channels) and
+/// checked against it and the class names of its checkpoint at `weights`.
+fn load_test(
+    path: &Path,
+    limit: Option<usize>,
+    model: &Model,
+    weights: &Path,
+) -> Result<Dataset, Failure> {
+    let plan = &model.plan;
     let mut test = data::load_limited(path, Split::Test, limit)
         .map_err(|err| Failure::Message(err.to_string()))?;
     test.to_channels(plan.input.c);
+    model
+        .checkpoint
+        .check_class_names(weights, path, &test.class_names)
+        .map_err(|err| Failure::Message(err.to_string()))?;
     if test.shape != plan.input {
         return Err(format!(
             "data set {} has images of {} (CxHxW) but model `{}` expects {}",
@@ -303,7 +316,7 @@ fn top_patches(
 ) -> Result<(Grid, Value), Failure> {
     let data_path = args.data.as_deref().expect("top patches need --data");
     check_figure(model, rules, args.top)?;
-    let raw = load_test(data_path, Some(args.limit), &model.plan)?;
+    let raw = load_test(data_path, Some(args.limit), model, &args.weights)?;
     let mut images = raw.images.clone();
     model.preprocess(&mut images, raw.len())?;
     let input = model.plan.input;
@@ -454,7 +467,7 @@ fn one_image(
         }
         (None, Some(index)) => {
             let data_path = args.data.as_deref().expect("clap: --index requires --data");
-            let test = load_test(data_path, Some(index + 1), &model.plan)?;
+            let test = load_test(data_path, Some(index + 1), model, &args.weights)?;
             if index >= test.len() {
                 return Err(format!(
                     "--index {index}: the test split of {} has {} images",

@@ -116,6 +116,8 @@ pub enum DataError {
     },
     #[error("the preprocessing header is inconsistent: {reason}")]
     BadPreprocessHeader { reason: String },
+    #[error("preprocessing tensor `{name}` {reason}")]
+    BadPreprocessTensor { name: String, reason: String },
     #[error("the ZCA eigendecomposition did not converge")]
     Eigen,
 }

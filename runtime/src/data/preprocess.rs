@@ -316,8 +316,11 @@ pub struct Preprocess {
     pub method: Method,
 }
 
-/// The small part of a [`Preprocess`]: everything but its tensors.
+/// The small part of a [`Preprocess`]: everything but its tensors. Unknown
+/// fields are refused: a misspelt optional field would otherwise read as
+/// absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PreprocessHeader {
     #[serde(with = "kind_by_name")]
     pub kind: PreprocessKind,
@@ -463,8 +466,71 @@ impl Preprocess {
     }
 
     /// Rebuilds a preprocessing from its header and tensors (other tensors
-    /// in `tensors` are ignored).
+    /// in `tensors` are ignored), refusing values that would turn images
+    /// into NaN or infinities: every tensor value and header number must be
+    /// finite, a standard deviation and the GCN scale positive, the biases
+    /// and the GCN divisor floor at least 0.
     pub fn from_tensors(header: &PreprocessHeader, tensors: &[NamedTensor]) -> Result<Self> {
+        let preprocess = Self::from_tensors_unchecked(header, tensors)?;
+        preprocess.check()?;
+        Ok(preprocess)
+    }
+
+    /// The checks of [`Preprocess::from_tensors`].
+    fn check(&self) -> Result<()> {
+        let bad_tensor = |name: &str, reason: String| DataError::BadPreprocessTensor {
+            name: name.to_string(),
+            reason,
+        };
+        let tensors: Vec<(&str, &[f32])> = match &self.method {
+            Method::None => Vec::new(),
+            Method::MeanStd { mean, std } => vec![(MEAN_TENSOR, mean), (STD_TENSOR, std)],
+            Method::GcnZca { zca, .. } => {
+                vec![
+                    (ZCA_MEAN_TENSOR, &zca.mean),
+                    (ZCA_MATRIX_TENSOR, &zca.matrix),
+                ]
+            }
+        };
+        for (name, values) in tensors {
+            if let Some((index, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(bad_tensor(name, format!("holds {value} at index {index}")));
+            }
+        }
+        match &self.method {
+            Method::None => {}
+            Method::MeanStd { std, .. } => {
+                if let Some((channel, sigma)) = std.iter().enumerate().find(|(_, s)| **s <= 0.0) {
+                    return Err(bad_tensor(
+                        STD_TENSOR,
+                        format!(
+                            "says the std of channel {channel} is {sigma}; a fitted standard deviation is positive"
+                        ),
+                    ));
+                }
+            }
+            Method::GcnZca { gcn, zca } => {
+                let numbers = [
+                    ("gcn.scale", gcn.scale, gcn.scale > 0.0),
+                    ("gcn.sqrt_bias", gcn.sqrt_bias, gcn.sqrt_bias >= 0.0),
+                    ("gcn.min_divisor", gcn.min_divisor, gcn.min_divisor >= 0.0),
+                    ("zca_bias", zca.bias, zca.bias >= 0.0),
+                ];
+                if let Some((name, value, _)) = numbers
+                    .iter()
+                    .find(|(_, value, ok)| !value.is_finite() || !ok)
+                {
+                    return Err(DataError::BadPreprocessHeader {
+                        reason: format!("`{name}` is {value}, out of range"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Preprocess::from_tensors`] without the value checks.
+    fn from_tensors_unchecked(header: &PreprocessHeader, tensors: &[NamedTensor]) -> Result<Self> {
         let take = |name: &str, dims: Vec<usize>| -> Result<Vec<f32>> {
             let (_, found_dims, values) = tensors
                 .iter()
@@ -482,6 +548,16 @@ impl Preprocess {
             Ok(values.clone())
         };
         let shape = header.shape;
+        let gcn_fields =
+            header.gcn.is_some() || header.zca_bias.is_some() || header.zca_fit_images.is_some();
+        if header.kind != PreprocessKind::GcnZca && gcn_fields {
+            return Err(DataError::BadPreprocessHeader {
+                reason: format!(
+                    "{} with fields of gcn-zca (`gcn`, `zca_bias`, `zca_fit_images`)",
+                    header.kind.name()
+                ),
+            });
+        }
         let method = match header.kind {
             PreprocessKind::None => Method::None,
             PreprocessKind::Normalize => Method::MeanStd {
@@ -489,9 +565,11 @@ impl Preprocess {
                 std: take(STD_TENSOR, vec![shape.c])?,
             },
             PreprocessKind::GcnZca => {
-                let (Some(gcn), Some(bias)) = (header.gcn, header.zca_bias) else {
+                let (Some(gcn), Some(bias), Some(fit_images)) =
+                    (header.gcn, header.zca_bias, header.zca_fit_images)
+                else {
                     return Err(DataError::BadPreprocessHeader {
-                        reason: "gcn-zca without `gcn` or `zca_bias`".to_string(),
+                        reason: "gcn-zca without `gcn`, `zca_bias` or `zca_fit_images`".to_string(),
                     });
                 };
                 let dim = shape.len();
@@ -499,7 +577,7 @@ impl Preprocess {
                     gcn,
                     zca: Zca {
                         bias,
-                        fit_images: header.zca_fit_images.unwrap_or(0),
+                        fit_images,
                         mean: take(ZCA_MEAN_TENSOR, vec![dim])?,
                         matrix: take(ZCA_MATRIX_TENSOR, vec![dim, dim])?,
                     },

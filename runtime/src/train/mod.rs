@@ -46,8 +46,9 @@ pub const STATS_EVERY: usize = 16;
 pub enum TrainError {
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Boxed: the checkpoint's errors carry lists of class names.
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(Box<CheckpointError>),
     #[error(
         "the loss became {value} at epoch {epoch}, within batches {first_batch}-{batch} (steps {first_step}-{step}); training stopped{}. {}",
         if *checkpoint_kept { " and the last good checkpoint was kept" } else { "; no checkpoint was written yet" },
@@ -72,21 +73,15 @@ pub enum TrainError {
     #[error("the training set ({train} images) is smaller than one batch ({batch})")]
     TooFewImages { train: usize, batch: usize },
     #[error(
-        "the run has already finished {done} of its {epochs} epochs; to train longer, resume with a larger --epochs"
-    )]
-    Finished { done: u32, epochs: u32 },
-    #[error(
-        "the checkpoint stopped after batch {batch} of epoch {epoch}, but an epoch here has {batches} batches; resume with the --batch and --limit of the run"
-    )]
-    BatchOutOfRange {
-        epoch: u32,
-        batch: usize,
-        batches: usize,
-    },
-    #[error(
         "interrupted at epoch {epoch}, batch {batch}; checkpoint saved, continue with --resume"
     )]
     Interrupted { epoch: u32, batch: usize },
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(err: CheckpointError) -> Self {
+        Self::Checkpoint(Box::new(err))
+    }
 }
 
 /// What to try after a non-finite loss, for the rate of the failing step.
@@ -233,19 +228,8 @@ impl Trainer<'_> {
                 batch: batch_size,
             });
         }
-        if start.epoch >= recipe.epochs {
-            return Err(TrainError::Finished {
-                done: start.epoch,
-                epochs: recipe.epochs,
-            });
-        }
-        if start.batch >= batches {
-            return Err(TrainError::BatchOutOfRange {
-                epoch: start.epoch + 1,
-                batch: start.batch,
-                batches,
-            });
-        }
+        // A resumed run must stop inside an epoch that is still to come.
+        start.check_resume(&self.run.checkpoint(), recipe.epochs, batches)?;
         std::fs::create_dir_all(&self.run.dir).map_err(|source| TrainError::Io {
             path: self.run.dir.clone(),
             source,
