@@ -45,10 +45,15 @@ const TILE: usize = 4;
 const ALPHA: usize = 6;
 /// Transform points per tile (`ALPHA^2`).
 pub(crate) const POINTS: usize = ALPHA * ALPHA;
-/// Target tiles per chunk of the forward pass (per thread).
-const FORWARD_TILES: usize = 64;
-/// Tiles per chunk of the weight gradient (shared by all threads).
-const WEIGHT_GRAD_TILES: usize = 512;
+/// Target tiles per chunk of the forward pass (per thread). Small enough
+/// that a chunk's transformed tiles and products (32 tiles x 36 points x
+/// (C_in + C_out) values, 0.9 MB at 96 channels) stay in a core's L2: 32
+/// trained All-CNN-C 8% faster than 64 on the 2-core EPYC (cpu_speed).
+const FORWARD_TILES: usize = 32;
+/// Tiles per chunk of the weight gradient (shared by all threads); 128
+/// rather than 512 keeps the transformed chunk in cache for the 36
+/// products (measured with FORWARD_TILES above).
+const WEIGHT_GRAD_TILES: usize = 128;
 /// Tiles per parallel task of the weight gradient's transforms.
 const TRANSFORM_TASK_TILES: usize = 8;
 
