@@ -145,15 +145,9 @@ pub fn place(
         }
         Device::Auto if runtime::cuda::driver_present() => match cuda(plan, seed, precision) {
             Ok(exec) => Ok(placed(exec)),
-            Err(err) => Ok(Placed {
-                exec: cpu(plan, seed, precision)?,
-                fallback: Some(format!("device: auto -> cpu ({err})")),
-            }),
+            Err(err) => auto_cpu(plan, seed, precision, &err.to_string()),
         },
-        Device::Auto => Ok(Placed {
-            exec: cpu(plan, seed, precision)?,
-            fallback: Some("device: auto -> cpu (no CUDA driver found)".into()),
-        }),
+        Device::Auto => auto_cpu(plan, seed, precision, "no CUDA driver found"),
         Device::Emulator => {
             if !runtime::cuda::emulator::compiler_present() {
                 return Err(DriverError::Device(
@@ -166,6 +160,27 @@ pub fn place(
             Ok(placed(Box::new(exec)))
         }
     }
+}
+
+/// `--device auto` on the CPU, saying why; a GPU-only precision (tf32)
+/// becomes fp32 there, saying so, since the user asked for no device.
+fn auto_cpu(
+    plan: &Plan,
+    seed: u64,
+    precision: Precision,
+    why: &str,
+) -> Result<Placed, DriverError> {
+    let (precision, note) = match precision {
+        Precision::Tf32 => (
+            Precision::Fp32,
+            "; tf32 is a tensor-core format: fp32 on the CPU",
+        ),
+        other => (other, ""),
+    };
+    Ok(Placed {
+        exec: cpu(plan, seed, precision)?,
+        fallback: Some(format!("device: auto -> cpu ({why}){note}")),
+    })
 }
 
 /// The CPU backend; `precision` picks the convolutions' operand format:

@@ -68,6 +68,21 @@ fn failure(args: &[&str]) -> String {
     stderr
 }
 
+/// The stderr of `eval MODEL --weights WEIGHTS --data DATA` on the CPU,
+/// which must fail quickly ([`failure`]).
+fn eval_failure(model: &Path, weights: &Path, data: &Path) -> String {
+    failure(&[
+        "eval",
+        path_str(model),
+        "--weights",
+        path_str(weights),
+        "--data",
+        path_str(data),
+        "--device",
+        "cpu",
+    ])
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temporary path")
 }
@@ -151,16 +166,7 @@ fn a_gzip_bomb_stops_at_the_size_its_header_declares() {
     }
     gz.finish().unwrap();
     let (model, weights) = model_and_checkpoint(dir.path(), TINY);
-    let err = failure(&[
-        "eval",
-        path_str(&model),
-        "--weights",
-        path_str(&weights),
-        "--data",
-        path_str(&data),
-        "--device",
-        "cpu",
-    ]);
+    let err = eval_failure(&model, &weights, &data);
     assert!(
         err.contains(&format!(
             "{} is too long: its header declares 10x28x28 bytes of IDX images, 7856 bytes in all, but it decompresses to more",
@@ -178,19 +184,10 @@ fn an_idx_header_declaring_too_many_images_is_refused_before_reading() {
     let images = data.join("t10k-images-idx3-ubyte");
     std::fs::write(&images, idx(0x803, &[4_000_000_000, 28, 28], &[0; 784])).unwrap();
     let (model, weights) = model_and_checkpoint(dir.path(), TINY);
-    let err = failure(&[
-        "eval",
-        path_str(&model),
-        "--weights",
-        path_str(&weights),
-        "--data",
-        path_str(&data),
-        "--device",
-        "cpu",
-    ]);
+    let err = eval_failure(&model, &weights, &data);
     assert!(
         err.contains(&format!(
-            "{} (its header declares 4000000000x28x28 bytes of IDX images) needs 2.85 TiB; the memory budget is 1.00 GiB (ALLCNNC_MEMORY_BUDGET=1G)",
+            "{} (its header declares 4000000000x28x28 bytes of IDX images, each read and then held as a 4-byte value) needs 14.3 TiB; the memory budget is 1.00 GiB (ALLCNNC_MEMORY_BUDGET=1G)",
             images.display()
         )),
         "{err}"
@@ -473,6 +470,32 @@ fn grey_images_are_repeated_on_a_colour_models_channels() {
     ]);
     assert!(
         err.contains("is 3x8x8 (CxHxW) but model `tiny_grey` expects 1x8x8"),
+        "{err}"
+    );
+}
+
+/// An image folder whose later image declares a huge size: refused from
+/// its header, naming both images, before it is decoded (the first image
+/// sets the size of all).
+#[test]
+fn a_folder_image_of_another_size_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = model_and_checkpoint(dir.path(), TINY_RGB);
+    let data = dir.path().join("data");
+    for split in ["train", "test"] {
+        for class in ["a", "b"] {
+            let folder = data.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            image::RgbImage::from_pixel(8, 8, image::Rgb([90, 20, 200]))
+                .save(folder.join("1.png"))
+                .unwrap();
+        }
+    }
+    let huge = data.join("test/b/2.png");
+    std::fs::write(&huge, png_declaring(20_000, 20_000)).unwrap();
+    let err = eval_failure(&model, &weights, &data);
+    assert!(
+        err.contains(&format!("{} is 20000x20000", huge.display())) && err.contains("is 8x8"),
         "{err}"
     );
 }

@@ -202,6 +202,13 @@ fn terminated_mid_epoch_checkpoints_and_resumes_to_the_same_weights() {
     check_resume("-TERM");
 }
 
+/// Runs `args`, which must fail with status 1 saying `says`.
+fn refused_run(args: &[String], says: &str) {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(says), "{}", stderr(&out));
+}
+
 /// A one-epoch run of 256 images into `out`; returns its arguments.
 fn short_run(model: &Path, out: &Path) -> Vec<String> {
     let mut args = train_args(model, out);
@@ -222,6 +229,15 @@ fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
     let args = short_run(&model, &out_dir);
     let checkpoint = std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap();
     let metrics = std::fs::read(out_dir.join("metrics.jsonl")).unwrap();
+    let unchanged = || {
+        let now = |name: &str| std::fs::read(out_dir.join(name)).unwrap();
+        assert_eq!(
+            now("checkpoint.safetensors"),
+            checkpoint,
+            "checkpoint changed"
+        );
+        assert_eq!(now("metrics.jsonl"), metrics, "metrics changed");
+    };
 
     // Again, with another seed: refused before any work, files untouched.
     let mut again = args.clone();
@@ -238,24 +254,14 @@ fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
             && err.contains("--overwrite"),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap(),
-        checkpoint
-    );
-    assert_eq!(
-        std::fs::read(out_dir.join("metrics.jsonl")).unwrap(),
-        metrics
-    );
+    unchanged();
 
     // Resuming a finished run says so instead of doing nothing.
     let mut resume = args.clone();
     resume.push("--resume".into());
-    let out = run(&resume);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("has finished 1 epochs and the run has 1: nothing to resume"),
-        "{}",
-        stderr(&out)
+    refused_run(
+        &resume,
+        "has finished 1 epochs and the run has 1: nothing to resume",
     );
 
     // A resumed run keeps its seed.
@@ -263,13 +269,16 @@ fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
     let epochs = reseeded.iter().position(|a| a == "--epochs").unwrap();
     reseeded[epochs + 1] = "2".into();
     reseeded.push("--resume".into());
-    let out = run(&reseeded);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--seed 8 differs from the run's seed 7"),
-        "{}",
-        stderr(&out)
-    );
+    refused_run(&reseeded, "--seed 8 differs from the run's seed 7");
+
+    // --overwrite that cannot start (fewer images than a batch) leaves the
+    // earlier run as it was.
+    let mut too_few = again.clone();
+    let limit = too_few.iter().position(|a| a == "--limit").unwrap();
+    too_few[limit + 1] = "10".into();
+    too_few.push("--overwrite".into());
+    refused_run(&too_few, "smaller than one batch");
+    unchanged();
 
     // --overwrite replaces it: a fresh run of one epoch, one metrics line.
     again.push("--overwrite".into());
@@ -282,6 +291,40 @@ fn a_fresh_run_never_replaces_an_earlier_one_unasked() {
         checkpoint,
         "seed 8 trained the same weights as seed 7"
     );
+}
+
+/// SIGHUP keeps its disposition: under `nohup` (SIGHUP ignored) a closed
+/// terminal does not stop a run.
+#[test]
+fn nohup_still_protects_a_run_from_sighup() {
+    require_data();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), TINY);
+    let out_dir = dir.path().join("run");
+    let args = train_args(&model, &out_dir);
+    let child = Command::new("nohup")
+        .arg(env!("CARGO_BIN_EXE_allcnnc"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nohup");
+    // After the first epoch, when every handler is in place.
+    let started = Instant::now();
+    while std::fs::read_to_string(out_dir.join("metrics.jsonl")).map_or(true, |t| t.is_empty())
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    let lines = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
 }
 
 #[test]

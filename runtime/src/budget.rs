@@ -6,8 +6,9 @@
 //! naming the flag or file and the size, not in an allocation failure, the
 //! kernel's OOM killer or swapping.
 //!
-//! The budget is 3/4 of the memory available now (`MemAvailable` of
-//! `/proc/meminfo`); the rest is left to the operating system, the
+//! The budget is 3/4 of the memory available at the time of the check
+//! (`MemAvailable` of `/proc/meminfo`, or less where the process's cgroup
+//! limits it: a container's `--memory`); the rest is left to the operating system, the
 //! allocator's overhead and the copies a command makes around its main
 //! buffer. Where `/proc/meminfo` cannot be read (not Linux, a sandbox), it is
 //! [`FALLBACK_BYTES`]. The environment variable [`ENV`]
@@ -135,8 +136,49 @@ pub fn product(factors: &[u128]) -> u128 {
         .unwrap_or(u128::MAX)
 }
 
-/// `MemAvailable` of `/proc/meminfo`, in bytes.
+/// The memory available to this process, in bytes: `MemAvailable`, or
+/// what its cgroup (v2) still allows if that is less.
 fn available() -> Option<u64> {
+    let host = mem_available()?;
+    Some(cgroup_room().map_or(host, |room| room.min(host)))
+}
+
+/// What this process's memory cgroup still allows (limit minus usage),
+/// when it has a limit: cgroup v2 (`memory.max`, `memory.current`) or v1
+/// (`memory.limit_in_bytes`, `memory.usage_in_bytes`; "no limit" is a
+/// number near `i64::MAX` there).
+fn cgroup_room() -> Option<u64> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let room = |dir: std::path::PathBuf, max: &str, current: &str| -> Option<u64> {
+        let read = |name: &str| -> Option<u64> {
+            std::fs::read_to_string(dir.join(name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let limit = read(max)?; // v2 writes "max" when there is no limit
+        (limit < 1 << 60).then(|| limit.saturating_sub(read(current).unwrap_or(0)))
+    };
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    membership.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let path = path.trim_start_matches('/');
+        match controllers {
+            "" => room(root.join(path), "memory.max", "memory.current"),
+            c if c.split(',').any(|c| c == "memory") => room(
+                root.join("memory").join(path),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            ),
+            _ => None,
+        }
+    })
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line

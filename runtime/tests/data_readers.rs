@@ -183,7 +183,7 @@ fn idx_header_claims_more_images_than_the_file_holds() {
     assert!(matches!(err, DataError::Memory(_)), "{err}");
     assert!(
         err.to_string().contains(
-            "its header declares 4294967295x4294967295x4294967295 bytes of IDX images) needs"
+            "its header declares 4294967295x4294967295x4294967295 bytes of IDX images, each read and then held as a 4-byte value) needs"
         ),
         "{err}"
     );

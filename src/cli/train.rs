@@ -154,6 +154,35 @@ fn claim(run: &RunDir, args: &TrainArgs) -> Result<RunLock, Failure> {
     Ok(lock)
 }
 
+/// A flag set by Ctrl-C (SIGINT) or SIGTERM (kill, timeout, schedulers,
+/// container stops): the trainer finishes the batch and writes a
+/// checkpoint. A second signal while it does exits at once. SIGHUP keeps
+/// its default, so `nohup` still protects a run from a closed terminal.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let ctrl_c = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: finishing the batch and writing a checkpoint (interrupt again to abort)"
+        );
+    });
+    // The shutdown is registered first: it sees the flag as the previous
+    // SIGTERM left it, so only a second one exits.
+    let term = signal_hook::consts::SIGTERM;
+    let sigterm = signal_hook::flag::register_conditional_shutdown(term, 143, stop.clone())
+        .and_then(|_| signal_hook::flag::register(term, stop.clone()));
+    if let Err(err) = ctrl_c {
+        eprintln!("warning: Ctrl-C will not checkpoint: {err}");
+    }
+    if let Err(err) = sigterm {
+        eprintln!("warning: SIGTERM will not checkpoint: {err}");
+    }
+    stop
+}
+
 pub fn train(args: &TrainArgs) -> CliResult {
     let model = super::model(&args.file)?;
     let plan = model.plan.clone();
@@ -180,6 +209,13 @@ pub fn train(args: &TrainArgs) -> CliResult {
     let mut test_set = load_split(&args.data, Split::Test, args.test_limit)?;
     fit(&plan, &mut train_set, &args.data)?;
     fit(&plan, &mut test_set, &args.data)?;
+    if train_set.len() < recipe.batch_size() {
+        let err = runtime::train::TrainError::TooFewImages {
+            train: train_set.len(),
+            batch: recipe.batch_size(),
+        };
+        return Err(err.to_string().into());
+    }
 
     let (preprocess, start) = if args.resume {
         let checkpoint = Checkpoint::load(&plan, &run.checkpoint())
@@ -219,15 +255,6 @@ pub fn train(args: &TrainArgs) -> CliResult {
                 started.elapsed().as_secs_f64()
             );
         }
-        // Only now that the data has loaded and fitted: --overwrite deletes
-        // the earlier run's files (a fresh run into a folder holding one
-        // was refused above without it).
-        run.clear().map_err(|err| {
-            format!(
-                "cannot remove the earlier run in {}: {err}",
-                run.dir.display()
-            )
-        })?;
         (
             preprocess,
             Progress {
@@ -256,21 +283,18 @@ pub fn train(args: &TrainArgs) -> CliResult {
         );
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Ctrl-C, SIGTERM (kill, timeout, schedulers, container stops) and
-        // SIGHUP alike; a second signal while the checkpoint is written
-        // exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupted: finishing the batch and writing a checkpoint (interrupt again to abort)"
-            );
-        });
+    if !args.resume {
+        // Only now that the data has loaded, fitted and calibrated, and the
+        // run can start: --overwrite deletes the earlier run's files (a
+        // fresh run into a folder holding one was refused above without it).
+        run.clear().map_err(|err| {
+            format!(
+                "cannot remove the earlier run in {}: {err}",
+                run.dir.display()
+            )
+        })?;
     }
+    let stop = stop_on_signals();
     let started = Instant::now();
     let mut trainer = Trainer {
         exec: exec.as_mut(),

@@ -467,7 +467,8 @@ fn one_image(
         }
         (None, Some(index)) => {
             let data_path = args.data.as_deref().expect("clap: --index requires --data");
-            let test = load_test(data_path, Some(index + 1), model, &args.weights)?;
+            // `usize::MAX` reads the whole split, then is out of range.
+            let test = load_test(data_path, index.checked_add(1), model, &args.weights)?;
             if index >= test.len() {
                 return Err(format!(
                     "--index {index}: the test split of {} has {} images",

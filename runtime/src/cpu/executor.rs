@@ -657,7 +657,12 @@ impl Executor for CpuExecutor {
         let classes = self.plan.classes;
         let layers = self.kernels.len();
         let image_len = self.plan.input.len();
-        let chunk = self.buffers.capacity.max(INFER_BATCH);
+        // The buffers' size once a batch has set it (never growing them
+        // beyond what the memory check admitted), else INFER_BATCH.
+        let chunk = match self.buffers.capacity {
+            0 => INFER_BATCH,
+            capacity => capacity,
+        };
         let mut probs = Vec::with_capacity(n * classes);
         self.forwarded = Forwarded::Nothing;
         let mut first = 0;

@@ -163,7 +163,7 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
 /// pixels are allocated, the decoder gets the budget as its allocation
 /// limit, and a file that is no image (`/dev/zero`) fails after its first
 /// bytes.
-fn decode(path: &Path) -> Result<Decoded> {
+fn decode(path: &Path, size_of: Option<(&Path, usize, usize)>) -> Result<Decoded> {
     let decode_error = |err: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         message: err.to_string(),
@@ -177,6 +177,20 @@ fn decode(path: &Path) -> Result<Decoded> {
     let (width, height) = open()?
         .into_dimensions()
         .map_err(|err| decode_error(&err))?;
+    // Every image of a split has the first one's size: another size is
+    // refused from the header, before a large image is decoded.
+    if let Some((first, expected_w, expected_h)) = size_of {
+        if (width as usize, height as usize) != (expected_w, expected_h) {
+            return Err(DataError::SizeMismatch {
+                path: path.to_path_buf(),
+                first: first.to_path_buf(),
+                expected_w,
+                expected_h,
+                found_w: width as usize,
+                found_h: height as usize,
+            });
+        }
+    }
     let budget = crate::budget::Budget::current()?;
     // The decoder's output: at most 4 channels of 16 bits.
     budget.check(
@@ -223,7 +237,7 @@ fn to_unit(image: &Decoded, channels: usize, out: &mut [f32]) {
 /// have one channel, colour images three.
 pub fn load_image(path: &Path) -> Result<(Shape, Vec<f32>)> {
     super::require_exists(path)?;
-    let decoded = decode(path)?;
+    let decoded = decode(path, None)?;
     let shape = Shape::new(decoded.channels, decoded.height, decoded.width);
     Ok((shape, super::bytes_to_unit(&decoded.bytes)))
 }
@@ -234,7 +248,7 @@ pub fn load_image(path: &Path) -> Result<(Shape, Vec<f32>)> {
 /// channels (a one-channel model refuses it: colour is never dropped).
 pub fn load_image_as(path: &Path, channels: usize) -> Result<(Shape, Vec<f32>)> {
     super::require_exists(path)?;
-    let decoded = decode(path)?;
+    let decoded = decode(path, None)?;
     let channels = if decoded.channels == 1 && channels == 3 {
         3
     } else {
@@ -263,7 +277,7 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
     };
     // The first image gives the size of all: the split's bytes and values
     // are checked against the budget before the others are decoded.
-    let first = decode(first_path)?;
+    let first = decode(first_path, None)?;
     let pixels = crate::budget::product(&[
         items.len() as u128,
         first.width as u128,
@@ -281,7 +295,7 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
     )?;
     let rest: Vec<Result<Decoded>> = items[1..]
         .par_iter()
-        .map(|(path, _)| decode(path))
+        .map(|(path, _)| decode(path, Some((first_path, first.width, first.height))))
         .collect();
     let decoded: Vec<Decoded> = std::iter::once(Ok(first))
         .chain(rest)

@@ -141,12 +141,13 @@ pub fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<IdxArray>
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join("x");
+    // The bytes, and the 4-byte value each becomes.
     crate::budget::check(
         format_args!(
-            "{} (its header declares {shape} bytes of {what})",
+            "{} (its header declares {shape} bytes of {what}, each read and then held as a 4-byte value)",
             path.display()
         ),
-        data_len,
+        crate::budget::product(&[data_len, 5]),
     )?;
     // Within the budget, hence within u64 and usize.
     let data_len = data_len as u64;

@@ -260,9 +260,14 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     let budget = crate::budget::Budget::current()?;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.is_file() {
+            // The bytes, and the 4-byte value each becomes.
             budget.check(
-                format_args!("reading {}", path.display()),
-                u128::from(meta.len()),
+                format_args!(
+                    "reading {} ({} bytes, each then held as a 4-byte value)",
+                    path.display(),
+                    meta.len()
+                ),
+                crate::budget::product(&[u128::from(meta.len()), 5]),
             )?;
         }
     }

@@ -210,11 +210,15 @@ pub struct Checkpoint {
 /// image's values) and 16 MiB for the header and metadata. A longer file is
 /// refused before it is read whole (a checkpoint named by mistake, or
 /// `/dev/zero`).
+/// The bound is also at most the memory budget: a ZCA matrix over a large
+/// input (150,528 values for 3x224x224: 90 GB) would otherwise allow
+/// reading more than the machine holds.
 fn max_bytes(plan: &Plan) -> u64 {
     let params: u64 = plan.params().iter().map(|s| s.len() as u64).sum();
     let image = plan.input.len() as u64;
-    let values = 2 * params + image * image + 2 * image;
-    values.saturating_mul(4).saturating_add(16 << 20)
+    let values = (2 * params).saturating_add(image.saturating_mul(image) + 2 * image);
+    let bound = values.saturating_mul(4).saturating_add(16 << 20);
+    crate::budget::Budget::current().map_or(bound, |budget| bound.min(budget.bytes))
 }
 
 fn shape_text(dims: &[usize]) -> String {

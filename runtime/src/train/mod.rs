@@ -304,7 +304,9 @@ impl Trainer<'_> {
                     });
                 }
             }
-            let eval = evaluate(self.exec, &self.test, batch_size.max(256))?;
+            // Evaluated in batches of the training's size: the buffers the
+            // memory check admitted for training are all it needs.
+            let eval = evaluate(self.exec, &self.test, batch_size)?;
             let metrics = EpochMetrics {
                 epoch: epoch + 1,
                 lr: last_lr,

@@ -200,6 +200,10 @@ fn holder(file: &mut File) -> Option<u32> {
 
 /// The string metadata of a safetensors file, reading only its header.
 fn checkpoint_metadata(path: &Path) -> Option<std::collections::HashMap<String, String>> {
+    // Only a regular file: opening a FIFO would wait for a writer.
+    if !is_regular(path) {
+        return None;
+    }
     let mut file = File::open(path).ok()?;
     let mut size = [0u8; 8];
     file.read_exact(&mut size).ok()?;
@@ -214,9 +218,21 @@ fn checkpoint_metadata(path: &Path) -> Option<std::collections::HashMap<String, 
     serde_json::from_value(json.get("__metadata__")?.clone()).ok()
 }
 
-/// Reads `metrics.jsonl` (missing file: no lines).
+/// Whether `path` is a regular file (following links).
+fn is_regular(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Reads `metrics.jsonl`: one short line per epoch. A missing file, or
+/// anything but a regular file of at most 64 MiB (a FIFO, a link to
+/// `/dev/zero`), reads as no lines rather than hanging or filling memory.
 pub fn read_metrics(path: &Path) -> Vec<super::EpochMetrics> {
-    std::fs::read_to_string(path)
+    if !is_regular(path) {
+        return Vec::new();
+    }
+    crate::file::read_limited(path, 64 << 20, "a metrics file")
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
         .map(|text| {
             text.lines()
                 .filter_map(|line| serde_json::from_str(line).ok())
