@@ -14,11 +14,10 @@
 //! small because nothing large is allocated; runs that took the old path
 //! (allocating, then failing) would also be slow, which `run` bounds.
 
-use runtime::backend::Executor;
-use runtime::cpu::CpuExecutor;
-use runtime::train::checkpoint::{Checkpoint, Progress};
+mod untrained;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -116,29 +115,6 @@ fn idx_folder(dir: &Path, n: u32) {
     }
 }
 
-/// Writes `text` as `NAME.net` and a checkpoint of its random initial
-/// weights into `dir`.
-fn model_and_checkpoint(dir: &Path, text: &str) -> (PathBuf, PathBuf) {
-    let plan = allcnnc::driver::Model::from_text("model.net", text)
-        .expect("model")
-        .plan;
-    let model = dir.join(format!("{}.net", plan.name));
-    std::fs::write(&model, text).unwrap();
-    let exec = CpuExecutor::new(plan.clone(), 3).unwrap();
-    let checkpoint = Checkpoint {
-        model_hash: plan.model_hash.clone(),
-        model: plan.name.clone(),
-        params: exec.read_params().unwrap(),
-        momentum: Vec::new(),
-        preprocess: None,
-        class_names: Vec::new(),
-        progress: Progress::default(),
-    };
-    let weights = dir.join(format!("{}.safetensors", plan.name));
-    checkpoint.save(&plan, &weights).unwrap();
-    (model, weights)
-}
-
 #[test]
 fn an_endless_net_file_is_too_long() {
     let err = failure(&["check", "/dev/zero"]);
@@ -165,7 +141,7 @@ fn a_gzip_bomb_stops_at_the_size_its_header_declares() {
         gz.write_all(&zeros).unwrap();
     }
     gz.finish().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let err = eval_failure(&model, &weights, &data);
     assert!(
         err.contains(&format!(
@@ -183,7 +159,7 @@ fn an_idx_header_declaring_too_many_images_is_refused_before_reading() {
     idx_folder(&data, 10);
     let images = data.join("t10k-images-idx3-ubyte");
     std::fs::write(&images, idx(0x803, &[4_000_000_000, 28, 28], &[0; 784])).unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let err = eval_failure(&model, &weights, &data);
     assert!(
         err.contains(&format!(
@@ -197,7 +173,7 @@ fn an_idx_header_declaring_too_many_images_is_refused_before_reading() {
 #[test]
 fn bench_refuses_a_batch_larger_than_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, _) = model_and_checkpoint(dir.path(), TINY);
+    let (model, _) = untrained::model_and_checkpoint(dir.path(), TINY);
     let err = failure(&[
         "bench",
         path_str(&model),
@@ -225,7 +201,7 @@ fn eval_with_a_huge_batch_is_bounded_by_the_test_set() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     idx_folder(&data, 30);
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let eval = |batch: &str| {
         let (out, took) = run(&[
             "eval",
@@ -253,7 +229,7 @@ fn visualize_refuses_a_figure_larger_than_memory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     idx_folder(&data, 10);
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let out = dir.path().join("figure.png");
     let err = failure(&[
         "visualize",
@@ -307,7 +283,7 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
 #[test]
 fn predict_refuses_an_image_declaring_a_huge_size() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY_RGB);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY_RGB);
     let image = dir.path().join("huge.png");
     std::fs::write(&image, png_declaring(100_000, 100_000)).unwrap();
     let err = failure(&[
@@ -344,7 +320,7 @@ fn a_link_to_itself_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let looped = dir.path().join("loop");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY_RGB);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY_RGB);
     let message = format!(
         "{} is a symbolic link that points to itself (or a loop of links)",
         looped.display()
@@ -408,7 +384,7 @@ fn control_characters_of_a_net_file_reach_no_terminal() {
 #[test]
 fn grey_images_are_repeated_on_a_colour_models_channels() {
     let dir = tempfile::tempdir().unwrap();
-    let (rgb_model, rgb_weights) = model_and_checkpoint(dir.path(), TINY_RGB);
+    let (rgb_model, rgb_weights) = untrained::model_and_checkpoint(dir.path(), TINY_RGB);
     let data = dir.path().join("grey");
     for split in ["train", "test"] {
         for (class, level) in [("a", 40u8), ("b", 200)] {
@@ -449,7 +425,7 @@ fn grey_images_are_repeated_on_a_colour_models_channels() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    let (grey_model, grey_weights) = model_and_checkpoint(
+    let (grey_model, grey_weights) = untrained::model_and_checkpoint(
         dir.path(),
         &TINY_RGB
             .replace("tiny_rgb", "tiny_grey")
@@ -480,7 +456,7 @@ fn grey_images_are_repeated_on_a_colour_models_channels() {
 #[test]
 fn a_folder_image_of_another_size_is_refused_before_decoding() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path(), TINY_RGB);
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY_RGB);
     let data = dir.path().join("data");
     for split in ["train", "test"] {
         for class in ["a", "b"] {

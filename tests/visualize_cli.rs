@@ -4,11 +4,10 @@
 //! test split (Debian package `dataset-fashion-mnist`) and fail, saying how
 //! to get it, without it.
 
-use runtime::backend::Executor;
-use runtime::cpu::CpuExecutor;
-use runtime::train::checkpoint::{Checkpoint, Progress};
+mod untrained;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
@@ -33,29 +32,6 @@ fn require_data() {
             .exists(),
         "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
     );
-}
-
-/// Writes the tiny model and a checkpoint of its random initial weights
-/// (no preprocessing) into `dir`.
-fn model_and_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
-    let model = dir.join("tiny.net");
-    std::fs::write(&model, TINY).unwrap();
-    let plan = allcnnc::driver::Model::from_text("tiny.net", TINY)
-        .expect("model")
-        .plan;
-    let exec = CpuExecutor::new(plan.clone(), 3).unwrap();
-    let checkpoint = Checkpoint {
-        model_hash: plan.model_hash.clone(),
-        model: plan.name.clone(),
-        params: exec.read_params().unwrap(),
-        momentum: Vec::new(),
-        preprocess: None,
-        class_names: Vec::new(),
-        progress: Progress::default(),
-    };
-    let path = dir.join("tiny.safetensors");
-    checkpoint.save(&plan, &path).unwrap();
-    (model, path)
 }
 
 fn visualize(model: &Path, weights: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -108,7 +84,7 @@ fn strings(value: &Value) -> Vec<&str> {
 fn top_patches_report_units_images_and_windows() {
     require_data();
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path());
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let png = dir.path().join("top.png");
     let out = visualize(
         &model,
@@ -156,7 +132,7 @@ fn top_patches_report_units_images_and_windows() {
 fn one_test_image_is_reconstructed_with_every_rule() {
     require_data();
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path());
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let png = dir.path().join("one.png");
     let out = visualize(
         &model,
@@ -177,7 +153,7 @@ fn one_test_image_is_reconstructed_with_every_rule() {
 #[test]
 fn without_data_the_centre_unit_is_reconstructed_without_an_image() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path());
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let png = dir.path().join("free.png");
     let out = visualize(&model, &weights, &png, &["--layer", "conv1", "--json"]);
     let json = success(&out, &png);
@@ -202,7 +178,7 @@ fn without_data_the_centre_unit_is_reconstructed_without_an_image() {
 #[test]
 fn unknown_layers_and_units_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, weights) = model_and_checkpoint(dir.path());
+    let (model, weights) = untrained::model_and_checkpoint(dir.path(), TINY);
     let png = dir.path().join("bad.png");
     let out = visualize(&model, &weights, &png, &["--layer", "conv9"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
