@@ -46,9 +46,8 @@ pub const STATS_EVERY: usize = 16;
 pub enum TrainError {
     #[error(transparent)]
     Backend(#[from] BackendError),
-    /// Boxed: the checkpoint's errors carry lists of class names.
     #[error(transparent)]
-    Checkpoint(Box<CheckpointError>),
+    Checkpoint(#[from] CheckpointError),
     #[error(
         "the loss became {value} at epoch {epoch}, within batches {first_batch}-{batch} (steps {first_step}-{step}); training stopped{}. {}",
         if *checkpoint_kept { " and the last good checkpoint was kept" } else { "; no checkpoint was written yet" },
@@ -76,12 +75,6 @@ pub enum TrainError {
         "interrupted at epoch {epoch}, batch {batch}; checkpoint saved, continue with --resume"
     )]
     Interrupted { epoch: u32, batch: usize },
-}
-
-impl From<CheckpointError> for TrainError {
-    fn from(err: CheckpointError) -> Self {
-        Self::Checkpoint(Box::new(err))
-    }
 }
 
 /// What to try after a non-finite loss, for the rate of the failing step.
