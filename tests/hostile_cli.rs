@@ -475,3 +475,36 @@ fn a_folder_image_of_another_size_is_refused_before_decoding() {
         "{err}"
     );
 }
+
+/// Output into a pipe whose reader has gone (`allcnnc ... | head -c 10`
+/// once `head` has its bytes) ends the process by SIGPIPE, quietly, like
+/// any Unix tool; it used to panic in `println!` ("failed printing to
+/// stdout: Broken pipe", exit 101).
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let all_cnn_c = models.join("all-cnn-c.net");
+    let model_c = models.join("model-c.net");
+    for args in [
+        vec!["summary", all_cnn_c.to_str().unwrap(), "--json"],
+        vec!["convert", model_c.to_str().unwrap(), "--to", "allconv"],
+    ] {
+        // The reading end is closed before the first byte is written.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .expect("run allcnnc");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

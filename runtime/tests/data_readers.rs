@@ -632,11 +632,147 @@ fn detect_errors() {
     assert!(matches!(err, DataError::NotFound { .. }), "{err}");
     write(&tmp.path().join("file.bin"), b"x");
     let err = data::load(&tmp.path().join("file.bin"), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::NotADirectory { .. }), "{err}");
+    assert!(matches!(err, DataError::UnknownFormat { .. }), "{err}");
+    assert!(err.to_string().contains(".tar.gz"), "{err}");
     write(&tmp.path().join("data.csv"), b"1,2,3");
     let err = data::load(tmp.path(), Split::Train).unwrap_err();
     assert!(matches!(err, DataError::UnknownFormat { .. }), "{err}");
     assert!(!err.to_string().ends_with('.'), "{err}");
+}
+
+// ---------------------------------------------------------------- archives
+
+/// Packs the folder `dir` into the archive `out` (gzipped unless it ends in
+/// `.tar`), its files under `prefix` (`"."` for none).
+fn pack(dir: &Path, prefix: &str, out: &Path) {
+    let file = std::fs::File::create(out).unwrap();
+    if out.extension().is_some_and(|ext| ext == "tar") {
+        let mut builder = tar::Builder::new(file);
+        builder.append_dir_all(prefix, dir).unwrap();
+        builder.into_inner().unwrap();
+    } else {
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        builder.append_dir_all(prefix, dir).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+}
+
+/// Every split and a limit of the data set at `dir` read unpacked and from
+/// `archive` are equal.
+fn assert_same_data(dir: &Path, archive: &Path, format: Format) {
+    assert_eq!(
+        data::detect(archive).unwrap(),
+        (format, archive.to_path_buf())
+    );
+    for split in [Split::Train, Split::Test] {
+        assert_eq!(
+            data::load(archive, split).unwrap(),
+            data::load(dir, split).unwrap(),
+            "{split} of {}",
+            archive.display()
+        );
+    }
+    assert_eq!(
+        data::load_limited(archive, Split::Train, Some(2)).unwrap(),
+        data::load_limited(dir, Split::Train, Some(2)).unwrap()
+    );
+}
+
+#[test]
+fn archives_hold_the_same_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("set");
+    good_folder(&dir);
+    // Classes whose names sort differently as strings and as path components.
+    save_rgb(&dir.join("train/ant-b/1.png"), 4, 3, [7, 7, 7]);
+    save_rgb(&dir.join("train/ant/10.png"), 4, 3, [1, 1, 1]);
+    for (prefix, name) in [
+        (".", "set.tar.gz"),
+        ("set", "set.tgz"),
+        ("deep/set", "set.tar"),
+    ] {
+        let archive = tmp.path().join(name);
+        pack(&dir, prefix, &archive);
+        assert_same_data(&dir, &archive, Format::ImageFolder);
+    }
+}
+
+#[test]
+fn archives_hold_the_same_cifar_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar-10-batches-bin");
+    good_cifar10(&dir);
+    let archive = tmp.path().join("cifar-10-binary.tar.gz");
+    pack(&dir, "cifar-10-batches-bin", &archive);
+    assert_same_data(&dir, &archive, Format::Cifar10);
+
+    let dir = tmp.path().join("cifar-100-binary");
+    write(&dir.join("train.bin"), &cifar_record(&[19, 99], 0));
+    write(&dir.join("test.bin"), &cifar_record(&[3, 7], 2));
+    let archive = tmp.path().join("cifar-100-binary.tar.gz");
+    pack(&dir, "cifar-100-binary", &archive);
+    assert_same_data(&dir, &archive, Format::Cifar100);
+}
+
+#[test]
+fn archive_errors_name_the_archive_and_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No data set inside: says what it holds.
+    let dir = tmp.path().join("docs");
+    write(&dir.join("README"), b"hello");
+    let archive = tmp.path().join("docs.tar.gz");
+    pack(&dir, ".", &archive);
+    let err = data::load(&archive, Split::Train).unwrap_err();
+    assert!(matches!(err, DataError::UnknownFormat { .. }), "{err}");
+    assert!(err.to_string().contains("1 files, first: README"), "{err}");
+
+    // A missing batch is named inside the archive.
+    let dir = tmp.path().join("cifar-10-batches-bin");
+    good_cifar10(&dir);
+    std::fs::remove_file(dir.join("data_batch_3.bin")).unwrap();
+    let archive = tmp.path().join("partial.tar.gz");
+    pack(&dir, "cifar-10-batches-bin", &archive);
+    let err = data::load_limited(&archive, Split::Train, Some(1)).unwrap_err();
+    assert!(matches!(err, DataError::MissingFile { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("partial.tar.gz/cifar-10-batches-bin has no CIFAR-10 train batch (looked for data_batch_3.bin)"),
+        "{err}"
+    );
+
+    // A truncated download fails, naming the archive.
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = tmp.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = data::load(&cut, Split::Train).unwrap_err();
+    assert!(err.to_string().contains("cut.tar.gz"), "{err}");
+    // So does a file that is no archive at all.
+    let junk = tmp.path().join("junk.tgz");
+    std::fs::write(&junk, vec![0x1f, 0x8b, 1, 2, 3]).unwrap();
+    let err = data::load(&junk, Split::Train).unwrap_err();
+    assert!(matches!(err, DataError::Archive { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read archive {}", junk.display())),
+        "{err}"
+    );
+
+    // A member whose header declares more than memory holds is refused
+    // before a byte of it is read.
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path("cifar-10-batches-bin/data_batch_1.bin")
+        .unwrap();
+    header.set_size(1 << 44);
+    header.set_cksum();
+    let huge = tmp.path().join("huge.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(header.as_bytes()).unwrap();
+    std::fs::write(&huge, gz.finish().unwrap()).unwrap();
+    let err = data::load(&huge, Split::Train).unwrap_err();
+    assert!(matches!(err, DataError::Memory(_)), "{err}");
+    assert!(err.to_string().contains("data_batch_1.bin"), "{err}");
 }
 
 // ---------------------------------------------------------------- real CIFAR-10 JPEG
@@ -654,6 +790,107 @@ fn cifar_jpeg_dir() -> Option<PathBuf> {
             dir.display()
         ));
         None
+    }
+}
+
+/// The archive the CIFAR-10 JPEG folder is unpacked from (see
+/// [`cifar_jpeg_dir`]), where there is one.
+fn cifar_jpeg_archive() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz");
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip::skip(&format!(
+            "{} is absent (the CIFAR-10 JPEG archive beside the repository)",
+            path.display()
+        ));
+        None
+    }
+}
+
+/// The unextracted JPEG archive and an official binary archive (built here
+/// from the same images in the official layout: `cifar-10-batches-bin/`,
+/// five training batches of 10,000 records and one test batch, each record a
+/// label byte and the image plane by plane) read as the same images and
+/// labels as the unpacked folder.
+#[test]
+fn archives_real_cifar10_equal_the_folder() {
+    let (Some(dir), Some(archive)) = (cifar_jpeg_dir(), cifar_jpeg_archive()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let binary = tmp.path().join("cifar-10-binary.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&binary).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut append = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, format!("cifar-10-batches-bin/{name}"), bytes)
+            .unwrap();
+    };
+    let mut folder_splits = Vec::new();
+    for split in [Split::Train, Split::Test] {
+        let start = std::time::Instant::now();
+        let from_archive = data::load(&archive, split).unwrap();
+        eprintln!(
+            "{split}: {} images from {} in {:.2?}",
+            from_archive.len(),
+            archive.display(),
+            start.elapsed()
+        );
+        let folder = data::load(&dir, split).unwrap();
+        assert_eq!(
+            from_archive, folder,
+            "{split}: JPEG archive and folder differ"
+        );
+        let records: Vec<Vec<u8>> = (0..folder.len())
+            .map(|i| {
+                let mut record = vec![folder.labels[i] as u8];
+                for channel in 0..3 {
+                    record.extend(
+                        folder.image(i)[channel..]
+                            .iter()
+                            .step_by(3)
+                            .map(|&x| (x * 255.0).round() as u8),
+                    );
+                }
+                record
+            })
+            .collect();
+        match split {
+            Split::Train => {
+                for (batch, chunk) in records.chunks(10_000).enumerate() {
+                    append(&format!("data_batch_{}.bin", batch + 1), &chunk.concat());
+                }
+            }
+            Split::Test => append("test_batch.bin", &records.concat()),
+        }
+        folder_splits.push(folder);
+    }
+    append(
+        "batches.meta.txt",
+        cifar::CIFAR10_CLASSES.join("\n").as_bytes(),
+    );
+    builder.into_inner().unwrap().finish().unwrap();
+    for (split, folder) in [Split::Train, Split::Test].into_iter().zip(folder_splits) {
+        let start = std::time::Instant::now();
+        let from_binary = data::load(&binary, split).unwrap();
+        eprintln!(
+            "{split}: {} images from the binary archive in {:.2?}",
+            from_binary.len(),
+            start.elapsed()
+        );
+        assert_eq!(
+            from_binary, folder,
+            "{split}: binary archive and folder differ"
+        );
     }
 }
 

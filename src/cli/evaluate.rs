@@ -17,6 +17,7 @@ pub struct EvalArgs {
     /// Checkpoint (checkpoint.safetensors or best.safetensors of a run)
     #[arg(long)]
     pub weights: PathBuf,
+    /// Data set folder or archive (.tar.gz, .tgz, .tar), as for `train`
     #[arg(long)]
     pub data: PathBuf,
     /// Use only the first N test images

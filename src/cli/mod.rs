@@ -102,6 +102,14 @@ pub enum Command {
 
 /// Runs the command line and returns the process status.
 pub fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`| head`) ends the
+    // process quietly, as for any Unix tool, instead of a panic in `println!`
+    // (Rust ignores SIGPIPE by default, turning it into an error).
+    // SAFETY: setting a signal's disposition to the default before any
+    // thread is started has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { files } => compile::check(&files),

@@ -23,7 +23,8 @@ use std::time::Instant;
 pub struct TrainArgs {
     /// The model
     pub file: PathBuf,
-    /// Data set folder (IDX, CIFAR-10/100 binary, or image folder with train/ and test/)
+    /// Data set: a folder (IDX, CIFAR-10/100 binary, or image folder with train/ and test/)
+    /// or such a data set in an unextracted .tar.gz / .tgz / .tar archive
     #[arg(long)]
     pub data: PathBuf,
     /// Run folder: metrics.jsonl, checkpoint.safetensors, best.safetensors, curves.png

@@ -70,7 +70,7 @@ pub struct VisualizeArgs {
     /// Checkpoint (best.safetensors or checkpoint.safetensors of a run)
     #[arg(long)]
     pub weights: PathBuf,
-    /// Data set folder; its test split is searched for the top-activating images
+    /// Data set folder or archive; its test split is searched for the top-activating images
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Layer name, as `allcnnc summary` prints it (conv3, pool1, ...)

@@ -13,6 +13,7 @@
 //!
 //! Images are converted to channels-last `H x W x C`.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -169,28 +170,63 @@ impl RecordLayout {
     }
 }
 
-fn require(path: PathBuf, dir: &Path, what: &str) -> Result<PathBuf> {
-    if path.is_file() {
-        Ok(path)
-    } else {
-        let name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Err(DataError::MissingFile {
-            dir: dir.to_path_buf(),
-            what: what.to_string(),
-            candidates: name,
-        })
+/// Where the files of a CIFAR distribution lie: a folder on disk, or one
+/// inside an archive (`super::archive`).
+pub(crate) trait Source {
+    /// The bytes of file `name`, or `None` when there is no such file.
+    fn read(&self, name: &str) -> Result<Option<Cow<'_, [u8]>>>;
+    /// Whether file `name` exists.
+    fn exists(&self, name: &str) -> bool;
+    /// The path errors name for file `name`.
+    fn path(&self, name: &str) -> PathBuf;
+    /// The folder itself, for errors.
+    fn dir(&self) -> PathBuf;
+}
+
+/// A folder on disk.
+struct Dir<'a>(&'a Path);
+
+impl Source for Dir<'_> {
+    fn read(&self, name: &str) -> Result<Option<Cow<'_, [u8]>>> {
+        let path = self.0.join(name);
+        if path.is_file() {
+            Ok(Some(Cow::Owned(read_file(&path)?)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.0.join(name).is_file()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.0.to_path_buf()
+    }
+}
+
+/// The error for a missing file `name` (`what` says what it is).
+fn missing(source: &dyn Source, name: &str, what: &str) -> DataError {
+    DataError::MissingFile {
+        dir: source.dir(),
+        what: what.to_string(),
+        candidates: name.to_string(),
     }
 }
 
 /// Reads class names, one per non-empty line, when the file exists.
-fn read_class_names(path: &Path, expected: usize) -> Result<Option<Vec<String>>> {
-    if !path.is_file() {
+fn read_class_names(
+    source: &dyn Source,
+    name: &str,
+    expected: usize,
+) -> Result<Option<Vec<String>>> {
+    let Some(bytes) = source.read(name)? else {
         return Ok(None);
-    }
-    let bytes = read_file(path)?;
+    };
     let text = String::from_utf8_lossy(&bytes);
     let names: Vec<String> = text
         .lines()
@@ -200,7 +236,7 @@ fn read_class_names(path: &Path, expected: usize) -> Result<Option<Vec<String>>>
         .collect();
     if names.len() != expected {
         return Err(DataError::ClassNames {
-            path: path.to_path_buf(),
+            path: source.path(name),
             expected,
             found: names.len(),
         });
@@ -208,19 +244,19 @@ fn read_class_names(path: &Path, expected: usize) -> Result<Option<Vec<String>>>
     Ok(Some(names))
 }
 
-/// Reads the records of one batch file, appending the channels-last pixels
-/// and labels; stops after `limit` records in total.
+/// Parses the records of one batch file (`path` in errors), appending the
+/// channels-last pixels and labels; stops after `limit` records in total.
 fn read_batch(
     path: &Path,
+    bytes: &[u8],
     layout: RecordLayout,
     pixels: &mut Vec<u8>,
     labels: &mut Vec<u32>,
     limit: usize,
 ) -> Result<()> {
-    let bytes = read_file(path)?;
     let record_len = layout.len();
     let found = bytes.len() as u64;
-    if bytes.is_empty() || bytes.len() % record_len != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record_len) {
         let records = bytes.len().div_ceil(record_len).max(1);
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
@@ -264,7 +300,8 @@ fn read_batch(
 }
 
 fn load_batches(
-    files: &[PathBuf],
+    source: &dyn Source,
+    files: &[(String, String)],
     layout: RecordLayout,
     class_names: Vec<String>,
     limit: Option<usize>,
@@ -272,45 +309,77 @@ fn load_batches(
     let limit = limit.unwrap_or(usize::MAX);
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
-    for file in files {
+    // Every file must exist, whatever the limit.
+    for (name, what) in files {
+        if !source.exists(name) {
+            return Err(missing(source, name, what));
+        }
+    }
+    for (name, what) in files {
         if labels.len() >= limit {
             break;
         }
-        read_batch(file, layout, &mut pixels, &mut labels, limit)?;
+        let bytes = source
+            .read(name)?
+            .ok_or_else(|| missing(source, name, what))?;
+        read_batch(
+            &source.path(name),
+            &bytes,
+            layout,
+            &mut pixels,
+            &mut labels,
+            limit,
+        )?;
     }
     Ok(Dataset::from_bytes(&pixels, labels, SHAPE, class_names))
 }
 
-/// The batch files of a CIFAR-10 split, all of which must exist.
-pub fn cifar10_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
+/// The batch files of a CIFAR-10 split, each with what it is (for errors).
+fn cifar10_files(split: Split) -> Vec<(String, String)> {
     let names: Vec<String> = match split {
         Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
         Split::Test => vec!["test_batch.bin".to_string()],
     };
-    names
-        .into_iter()
-        .map(|name| require(dir.join(name), dir, &format!("CIFAR-10 {split} batch")))
-        .collect()
+    let what = format!("CIFAR-10 {split} batch");
+    names.into_iter().map(|name| (name, what.clone())).collect()
 }
 
 /// Loads a split of CIFAR-10 from `cifar-10-batches-bin` (first `limit`
 /// images if given).
 pub fn load_cifar10(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let files = cifar10_files(dir, split)?;
-    let class_names = read_class_names(&dir.join("batches.meta.txt"), 10)?
+    load_cifar10_from(&Dir(dir), split, limit)
+}
+
+/// [`load_cifar10`] from any [`Source`].
+pub(crate) fn load_cifar10_from(
+    source: &dyn Source,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Dataset> {
+    let class_names = read_class_names(source, "batches.meta.txt", 10)?
         .unwrap_or_else(|| CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect());
-    load_batches(&files, RecordLayout::CIFAR10, class_names, limit)
+    let files = cifar10_files(split);
+    load_batches(source, &files, RecordLayout::CIFAR10, class_names, limit)
 }
 
 /// Loads a split of CIFAR-100 (fine labels) from `cifar-100-binary` (first
 /// `limit` images if given).
 pub fn load_cifar100(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    load_cifar100_from(&Dir(dir), split, limit)
+}
+
+/// [`load_cifar100`] from any [`Source`].
+pub(crate) fn load_cifar100_from(
+    source: &dyn Source,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Dataset> {
     let name = match split {
         Split::Train => "train.bin",
         Split::Test => "test.bin",
     };
-    let file = require(dir.join(name), dir, &format!("CIFAR-100 {split} file"))?;
-    let class_names = read_class_names(&dir.join("fine_label_names.txt"), 100)?
+    let class_names = read_class_names(source, "fine_label_names.txt", 100)?
         .unwrap_or_else(|| CIFAR100_CLASSES.iter().map(|s| s.to_string()).collect());
-    load_batches(&[file], RecordLayout::CIFAR100, class_names, limit)
+    let files = [(name.to_string(), format!("CIFAR-100 {split} file"))];
+    load_batches(source, &files, RecordLayout::CIFAR100, class_names, limit)
 }

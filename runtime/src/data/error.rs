@@ -14,6 +14,8 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read archive {}: {message}", .path.display())]
+    Archive { path: PathBuf, message: String },
     #[error("{} does not exist", .path.display())]
     NotFound { path: PathBuf },
     #[error("{} is not a directory", .path.display())]

@@ -29,7 +29,7 @@ pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// One decoded image, 8 bits per channel, channels-last.
 #[derive(Debug, Clone)]
-struct Decoded {
+pub(crate) struct Decoded {
     width: usize,
     height: usize,
     channels: usize,
@@ -72,10 +72,17 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 fn is_image(path: &Path) -> bool {
     path.is_file()
-        && path.extension().is_some_and(|ext| {
-            let ext = ext.to_string_lossy().to_lowercase();
-            EXTENSIONS.contains(&ext.as_str())
-        })
+        && path
+            .file_name()
+            .is_some_and(|name| has_image_extension(&name.to_string_lossy()))
+}
+
+/// Whether a file name ends in one of [`EXTENSIONS`].
+pub(crate) fn has_image_extension(name: &str) -> bool {
+    Path::new(name).extension().is_some_and(|ext| {
+        let ext = ext.to_string_lossy().to_lowercase();
+        EXTENSIONS.contains(&ext.as_str())
+    })
 }
 
 fn require_dir(path: &Path) -> Result<()> {
@@ -142,6 +149,13 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
         }
         per_class.push((label as u32, files));
     }
+    let items = interleave(per_class);
+    Ok(Listing { class_names, items })
+}
+
+/// The items of every class in turn: the first of each class, then the
+/// second of each, ... (see the module doc), each with its label.
+pub(crate) fn interleave<T: Clone>(per_class: Vec<(u32, Vec<T>)>) -> Vec<(T, u32)> {
     let rounds = per_class
         .iter()
         .map(|(_, files)| files.len())
@@ -155,7 +169,7 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
             }
         }
     }
-    Ok(Listing { class_names, items })
+    items
 }
 
 /// Decodes one image file, streaming from it: the size its header declares
@@ -164,13 +178,34 @@ pub fn list(root: &Path, split: Split) -> Result<Listing> {
 /// limit, and a file that is no image (`/dev/zero`) fails after its first
 /// bytes.
 fn decode(path: &Path, size_of: Option<(&Path, usize, usize)>) -> Result<Decoded> {
+    decode_with(path, size_of, || {
+        let file = crate::file::open(path)?;
+        Ok(std::io::BufReader::new(file))
+    })
+}
+
+/// Decodes one image held in memory (a member of an archive, named `path`
+/// in errors), with [`decode`]'s checks.
+pub(crate) fn decode_bytes(
+    path: &Path,
+    bytes: &[u8],
+    size_of: Option<(&Path, usize, usize)>,
+) -> Result<Decoded> {
+    decode_with(path, size_of, || Ok(std::io::Cursor::new(bytes)))
+}
+
+/// [`decode`] from whatever `source` opens (read twice: header, then pixels).
+fn decode_with<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    size_of: Option<(&Path, usize, usize)>,
+    source: impl Fn() -> Result<R>,
+) -> Result<Decoded> {
     let decode_error = |err: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         message: err.to_string(),
     };
-    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
-        let file = crate::file::open(path)?;
-        image::ImageReader::new(std::io::BufReader::new(file))
+    let open = || -> Result<image::ImageReader<R>> {
+        image::ImageReader::new(source()?)
             .with_guessed_format()
             .map_err(|err| decode_error(&err))
     };
@@ -263,21 +298,41 @@ pub fn load_image_as(path: &Path, channels: usize) -> Result<(Shape, Vec<f32>)> 
 /// Loads a split of the image folder at `root` (first `limit` images in load
 /// order if given).
 pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let Listing {
+    let Listing { class_names, items } = list(root, split)?;
+    assemble(
+        &root.join(split.to_string()),
         class_names,
-        mut items,
-    } = list(root, split)?;
+        items,
+        limit,
+        PathBuf::clone,
+        |path, size_of| decode(path, size_of),
+    )
+}
+
+/// Decodes the first `limit` of a split's `items` (in load order, with their
+/// labels) into a data set: `path_of` names an item in errors, `decode`
+/// decodes one (checking its size against the first image's when given).
+/// `split_dir` names the split in errors.
+pub(crate) fn assemble<T: Sync>(
+    split_dir: &Path,
+    class_names: Vec<String>,
+    mut items: Vec<(T, u32)>,
+    limit: Option<usize>,
+    path_of: impl Fn(&T) -> PathBuf,
+    decode: impl Fn(&T, Option<(&Path, usize, usize)>) -> Result<Decoded> + Sync,
+) -> Result<Dataset> {
     let keep = limit.map_or(items.len(), |limit| limit.min(items.len()));
     // Even with `limit == 0` one image is decoded: it gives the shape.
     items.truncate(keep.max(1));
-    let Some((first_path, _)) = items.first() else {
+    let Some((first_item, _)) = items.first() else {
         return Err(DataError::NoClasses {
-            path: root.join(split.to_string()),
+            path: split_dir.to_path_buf(),
         });
     };
+    let first_path = path_of(first_item);
     // The first image gives the size of all: the split's bytes and values
     // are checked against the budget before the others are decoded.
-    let first = decode(first_path, None)?;
+    let first = decode(first_item, None)?;
     let pixels = crate::budget::product(&[
         items.len() as u128,
         first.width as u128,
@@ -287,15 +342,16 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
         format_args!(
             "the {} images of {} ({}x{} pixels each, 3 bytes and 3 values of 4 bytes a pixel)",
             items.len(),
-            root.join(split.to_string()).display(),
+            split_dir.display(),
             first.width,
             first.height
         ),
         crate::budget::product(&[pixels, 15]),
     )?;
+    let expected = Some((first_path.as_path(), first.width, first.height));
     let rest: Vec<Result<Decoded>> = items[1..]
         .par_iter()
-        .map(|(path, _)| decode(path, Some((first_path, first.width, first.height))))
+        .map(|(item, _)| decode(item, expected))
         .collect();
     let decoded: Vec<Decoded> = std::iter::once(Ok(first))
         .chain(rest)
@@ -307,8 +363,8 @@ pub fn load(root: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> 
         .position(|image| image.width != width || image.height != height)
     {
         return Err(DataError::SizeMismatch {
-            path: items[index].0.clone(),
-            first: items[0].0.clone(),
+            path: path_of(&items[index].0),
+            first: first_path,
             expected_w: width,
             expected_h: height,
             found_w: decoded[index].width,

@@ -3,6 +3,8 @@
 //! - [`idx`]: MNIST-style IDX files (MNIST, Fashion-MNIST), raw or gzipped;
 //! - [`cifar`]: the CIFAR-10 and CIFAR-100 binary distributions;
 //! - [`folder`]: an image folder `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}`;
+//! - [`archive`]: any of the last two inside a `.tar.gz` / `.tar` archive
+//!   (the official CIFAR downloads), read without unpacking;
 //! - [`preprocess`]: per-channel standardisation, or global contrast
 //!   normalisation + ZCA whitening, fitted on the training set;
 //! - [`augment`]: seeded horizontal flips and translations;
@@ -15,6 +17,7 @@
 //! Invariant: readers never panic on bad files; every problem is a
 //! [`DataError`] naming the file and what is wrong with it.
 
+pub mod archive;
 pub mod augment;
 pub mod cifar;
 mod error;
@@ -187,9 +190,15 @@ pub(crate) fn bytes_to_unit(pixels: &[u8]) -> Vec<f32> {
 /// (`cifar-10-batches-bin`, `cifar-100-binary`) resolves to that folder.
 pub fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
     require_exists(dir)?;
+    if dir.is_file() && archive::is_archive(dir) {
+        return Ok((archive::detect(dir)?, dir.to_path_buf()));
+    }
     if !dir.is_dir() {
-        return Err(DataError::NotADirectory {
+        return Err(DataError::UnknownFormat {
             path: dir.to_path_buf(),
+            reason: "a data set is a folder or an archive named .tar.gz, .tgz or .tar (such \
+                     as the official cifar-10-binary.tar.gz)"
+                .to_string(),
         });
     }
     let has = |name: &str| dir.join(name).is_file();
@@ -233,6 +242,10 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
 /// The image folder orders its images class by class in turn (see
 /// [`folder`]), so the first images of every format mix all classes.
 pub fn load_limited(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    require_exists(dir)?;
+    if dir.is_file() && archive::is_archive(dir) {
+        return archive::load(dir, split, limit);
+    }
     let (format, dir) = detect(dir)?;
     match format {
         Format::Idx => idx::load(&dir, split, limit),
