@@ -98,6 +98,14 @@ fn params_of(model: &Path, checkpoint: &Path) -> Vec<Vec<f32>> {
         .params
 }
 
+/// A JSON array of numbers.
+fn numbers(value: &serde_json::Value) -> Vec<f64> {
+    let array = value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"));
+    array.iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -558,7 +566,7 @@ fn train_then_eval_json_and_predict() {
         .unwrap();
     assert!(predict.status.success(), "{}", stderr(&predict));
     let json: serde_json::Value = serde_json::from_slice(&predict.stdout).unwrap();
-    let top: Vec<f64> = json[0]["top5"]
+    let top: Vec<f64> = json[0]["top"]
         .as_array()
         .unwrap()
         .iter()
@@ -567,9 +575,59 @@ fn train_then_eval_json_and_predict() {
     assert_eq!(top.len(), 5);
     assert!(top.windows(2).all(|w| w[0] >= w[1]) && top.iter().sum::<f64>() <= 1.0 + 1e-5);
     assert!(
-        json[0]["top5"][0]["class"].as_str().unwrap().len() > 1,
+        json[0]["top"][0]["class"].as_str().unwrap().len() > 1,
         "class names come from the checkpoint"
     );
+    // The full vector: one probability per class, summing to 1, its largest
+    // the first of the top list.
+    let probabilities = numbers(&json[0]["probabilities"]);
+    assert_eq!(probabilities.len(), 10);
+    assert_eq!(json[0]["classes"].as_array().unwrap().len(), 10);
+    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    assert_eq!(probabilities.iter().cloned().fold(0.0, f64::max), top[0]);
+    assert_eq!(json[0]["predicted"], json[0]["top"][0]["class"]);
+    // --top K in the text view.
+    let predict = bin()
+        .args(["predict", model.to_str().unwrap(), "--weights"])
+        .arg(run_dir.join("best.safetensors"))
+        .arg(&png)
+        .args(["--device", "cpu", "--top", "3"])
+        .output()
+        .unwrap();
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    assert_eq!(String::from_utf8_lossy(&predict.stdout).lines().count(), 4);
+
+    // eval --per-image: one line per test image, in order, agreeing with
+    // the accuracy eval reports.
+    let per_image = dir.path().join("per-image.jsonl");
+    let eval = bin()
+        .args(["eval", model.to_str().unwrap(), "--weights"])
+        .arg(run_dir.join("best.safetensors"))
+        .args([
+            "--data", FASHION, "--limit", "300", "--device", "cpu", "--json",
+        ])
+        .arg("--per-image")
+        .arg(&per_image)
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&per_image)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 300);
+    let correct = lines.iter().filter(|l| l["correct"] == true).count();
+    assert_eq!(correct as f64 / 300.0, json["accuracy"].as_f64().unwrap());
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["index"], i);
+        let p = numbers(&line["probabilities"]);
+        assert_eq!(p.len(), 10);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+        let best = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(line["predicted"], best, "{line}");
+    }
 
     let line = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let metrics: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();

@@ -13,7 +13,9 @@ mod support;
 use parts::Parts;
 use runtime::data::preprocess::{FitOptions, Preprocess, PreprocessHeader, PreprocessKind};
 use runtime::plan::{Activation, Op, Plan, Shape};
-use runtime::train::checkpoint::{Checkpoint, CheckpointError, Progress, MAX_EPOCH};
+use runtime::train::checkpoint::{
+    Checkpoint, CheckpointError, Progress, FORMAT_VERSION, MAX_EPOCH,
+};
 use safetensors::tensor::Dtype;
 use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -266,6 +268,9 @@ fn each_kind_of_damage_is_refused_naming_it() {
         ("class_names", "[\"cat\", \"dog\", \"cat\"]"),
         ("class_names", "[\"a\", \"b\", \"c\", \"d\"]"),
         ("preprocess", "{\"kind\": \"whiten\"}"),
+        ("format_version", "0"),
+        ("format_version", "2"),
+        ("format_version", "one"),
         (
             "preprocess",
             "{\"kind\": \"normalize\", \"shape\": {\"c\": 3, \"h\": 4, \"w\": 4}}",
@@ -281,6 +286,16 @@ fn each_kind_of_damage_is_refused_naming_it() {
             "{key} = {value}: {message}"
         );
     }
+    // A newer format says so; a file from before the version key loads as
+    // format 1 (the same layout).
+    let newer = refusal(
+        &plan,
+        &base.edited(|c| drop(c.metadata.insert("format_version".into(), "2".into()))),
+    );
+    assert_names(&newer, &["newer allcnnc", "up to 1"]);
+    assert_eq!(base.metadata["format_version"], FORMAT_VERSION.to_string());
+    let unversioned = base.edited(|c| drop(c.metadata.remove("format_version")));
+    assert!(load(&plan, &unversioned).is_ok());
     // Values at the edge of the range still load.
     let edge = base.edited(|c| {
         c.metadata.insert("epoch".into(), MAX_EPOCH.to_string());

@@ -8,7 +8,7 @@ use super::CliResult;
 use crate::back::cuda::Precision;
 use clap::Args;
 use runtime::data::{self, Split};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Args)]
@@ -32,6 +32,25 @@ pub struct EvalArgs {
     pub batch: usize,
     #[arg(long)]
     pub json: bool,
+    /// Also write every test image's prediction to FILE.jsonl: one line per
+    /// image in the data set's order (index, label, predicted class, all
+    /// class probabilities), to compare with another framework image by image
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub per_image: Option<PathBuf>,
+}
+
+/// One line of `eval --per-image`.
+#[derive(serde::Serialize)]
+struct ImageLine<'a> {
+    /// Position in the test split, in the reader's order (README, Data).
+    index: usize,
+    label: u32,
+    class: &'a str,
+    predicted: usize,
+    predicted_class: &'a str,
+    correct: bool,
+    /// Every class's probability, in label order.
+    probabilities: &'a [f32],
 }
 
 pub fn eval(args: &EvalArgs) -> CliResult {
@@ -52,8 +71,13 @@ pub fn eval(args: &EvalArgs) -> CliResult {
             .apply_dataset(&mut test)
             .map_err(|e| e.to_string())?;
     }
-    let eval = runtime::train::evaluate(exec.as_mut(), &Arc::new(test), args.batch)
-        .map_err(|e| e.to_string())?;
+    let test = Arc::new(test);
+    let eval = match &args.per_image {
+        None => {
+            runtime::train::evaluate(exec.as_mut(), &test, args.batch).map_err(|e| e.to_string())?
+        }
+        Some(path) => write_per_image(exec.as_mut(), &test, args.batch, path)?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&eval).expect("json"));
         return Ok(());
@@ -84,6 +108,53 @@ pub fn eval(args: &EvalArgs) -> CliResult {
     Ok(())
 }
 
+/// Evaluates, writing one JSON line per image into `path` (created or
+/// replaced; written in full before it is renamed into place, so an
+/// interrupted evaluation never leaves half a file).
+fn write_per_image(
+    exec: &mut dyn runtime::backend::Executor,
+    test: &Arc<data::Dataset>,
+    batch: usize,
+    path: &Path,
+) -> Result<runtime::train::Evaluation, String> {
+    use std::io::Write;
+    let io = |err: std::io::Error| format!("cannot write {}: {err}", path.display());
+    let partial = path.with_extension("jsonl.partial");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+    let name = |class: usize| test.class_names.get(class).map_or("", String::as_str);
+    // The first write error; later lines are not attempted.
+    let mut failed: Option<std::io::Error> = None;
+    let eval = runtime::train::evaluate_each(exec, test, batch, |index, label, probabilities| {
+        if failed.is_some() {
+            return;
+        }
+        let predicted = runtime::train::argmax(probabilities);
+        let line = ImageLine {
+            index,
+            label,
+            class: name(label as usize),
+            predicted,
+            predicted_class: name(predicted),
+            correct: predicted == label as usize,
+            probabilities,
+        };
+        let written = serde_json::to_writer(&mut out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        failed = written.err();
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(err) = failed {
+        return Err(io(err));
+    }
+    out.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    std::fs::rename(&partial, path).map_err(io)?;
+    Ok(eval)
+}
+
 #[derive(Args)]
 pub struct PredictArgs {
     pub file: PathBuf,
@@ -93,8 +164,12 @@ pub struct PredictArgs {
     pub images: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
+    /// Print every image's full probability vector (and its top classes) as JSON
     #[arg(long)]
     pub json: bool,
+    /// How many of the most probable classes to list per image
+    #[arg(long, default_value_t = 5, value_parser = flags::count::<usize>)]
+    pub top: usize,
 }
 
 pub fn predict(args: &PredictArgs) -> CliResult {
@@ -119,37 +194,44 @@ pub fn predict(args: &PredictArgs) -> CliResult {
             preprocess.apply(&mut image, 1).map_err(|e| e.to_string())?;
         }
         let probs = exec.infer(&image, 1).map_err(|e| e.to_string())?;
+        results.push((path.display().to_string(), probs));
+    }
+    let name = |class: usize| {
+        checkpoint
+            .class_names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| format!("class {class}"))
+    };
+    let top = |probs: &[f32]| -> Vec<(String, f32)> {
         let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked.truncate(5);
-        let top: Vec<(String, f32)> = ranked
+        ranked.truncate(args.top);
+        ranked
             .into_iter()
-            .map(|(class, p)| {
-                let name = checkpoint
-                    .class_names
-                    .get(class)
-                    .cloned()
-                    .unwrap_or_else(|| format!("class {class}"));
-                (name, p)
-            })
-            .collect();
-        results.push((path.display().to_string(), top));
-    }
+            .map(|(class, p)| (name(class), p))
+            .collect()
+    };
     if args.json {
+        let classes: Vec<String> = (0..plan.classes).map(name).collect();
         let json: Vec<_> = results
             .iter()
-            .map(|(path, top)| {
+            .map(|(path, probs)| {
+                let top = top(probs);
                 serde_json::json!({
                     "image": path,
-                    "top5": top.iter().map(|(name, p)| serde_json::json!({"class": name, "probability": p})).collect::<Vec<_>>(),
+                    "predicted": top.first().map(|(name, _)| name.clone()),
+                    "classes": classes,
+                    "probabilities": probs,
+                    "top": top.iter().map(|(name, p)| serde_json::json!({"class": name, "probability": p})).collect::<Vec<_>>(),
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
-        for (path, top) in results {
+        for (path, probs) in &results {
             println!("{path}");
-            for (name, p) in top {
+            for (name, p) in top(probs) {
                 println!("  {:>6.2}%  {name}", 100.0 * p);
             }
         }

@@ -92,7 +92,7 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix
     Eval(evaluate::EvalArgs),
-    /// Top-5 classes of images
+    /// Class probabilities of images: the top classes, or every probability as JSON
     Predict(evaluate::PredictArgs),
     /// Training and inference throughput (images/s, GFLOP/s)
     Bench(bench::BenchArgs),

@@ -3,7 +3,8 @@
 //!
 //! Tensor names: `LAYER.weight` / `LAYER.bias` (parameters, HWIO weights),
 //! `momentum.LAYER.weight` (SGD state), `preprocess.*` (fitted
-//! preprocessing). Metadata (strings): `model_hash`, `model`, `class_names`
+//! preprocessing). Metadata (strings): `format_version` ([`FORMAT_VERSION`];
+//! the whole format is in docs/checkpoint.md), `model_hash`, `model`, `class_names`
 //! (a JSON list), `preprocess` (the JSON preprocessing header, `null` for
 //! none), `epoch` (epochs finished), `batch` (batches done in the current
 //! epoch), `seed`, the partial epoch's running sums (`loss_sum`, `correct`,
@@ -40,6 +41,11 @@ use std::str::FromStr;
 /// run: a larger count is a damaged or hand-edited file, and resuming from
 /// it would skip the whole run.
 pub const MAX_EPOCH: u32 = 1_000_000;
+
+/// The version of the checkpoint format this build writes and the newest it
+/// reads (metadata `format_version`; docs/checkpoint.md). Files written
+/// before the key existed have the same layout and read as version 1.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// The prefix of the optimizer state's tensor names.
 const MOMENTUM_PREFIX: &str = "momentum.";
@@ -259,6 +265,7 @@ impl Checkpoint {
             serde_json::to_string(&header).expect("header serialises"),
         );
         let p = &self.progress;
+        metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
         metadata.insert("model_hash".into(), self.model_hash.clone());
         metadata.insert("model".into(), self.model.clone());
         metadata.insert(
@@ -352,6 +359,7 @@ impl Checkpoint {
             path,
             values: header.metadata().clone().unwrap_or_default(),
         };
+        meta.check_version()?;
         let tensors = Tensors { path, file };
 
         let specs = plan.params();
@@ -629,6 +637,29 @@ impl Metadata<'_> {
     fn json<T: DeserializeOwned>(&self, key: &str, what: &str) -> Result<T, CheckpointError> {
         let value = self.get(key)?;
         serde_json::from_str(value).map_err(|err| self.error(key, format!("is not {what}: {err}")))
+    }
+
+    /// `Ok` for a format this build reads: `format_version` from 1 to
+    /// [`FORMAT_VERSION`], or absent (files from before the key, format 1).
+    fn check_version(&self) -> Result<(), CheckpointError> {
+        if !self.values.contains_key("format_version") {
+            return Ok(());
+        }
+        let what = format!("a format version from 1 to {FORMAT_VERSION}");
+        let version: u32 = self.parse("format_version", &what)?;
+        if version == 0 {
+            return Err(self.error("format_version", format!("is \"0\", not {what}")));
+        }
+        if version > FORMAT_VERSION {
+            return Err(self.error(
+                "format_version",
+                format!(
+                    "is {version}: the file was written by a newer allcnnc, and this one reads \
+                     formats up to {FORMAT_VERSION}; use the newer allcnnc"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The training progress, every count an integer in range.

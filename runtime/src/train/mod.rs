@@ -131,12 +131,26 @@ pub fn evaluate(
     data: &Arc<Dataset>,
     batch: usize,
 ) -> Result<Evaluation, TrainError> {
+    evaluate_each(exec, data, batch, |_, _, _| {})
+}
+
+/// [`evaluate`], handing `each` every image's index in `data`, label and
+/// class probabilities, in the data set's order (for per-image output).
+pub fn evaluate_each(
+    exec: &mut dyn Executor,
+    data: &Arc<Dataset>,
+    batch: usize,
+    mut each: impl FnMut(usize, u32, &[f32]),
+) -> Result<Evaluation, TrainError> {
     let classes = exec.plan().classes;
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut loss = 0.0f64;
+    let mut index = 0;
     for batch in BatchLoader::new(data, LoaderOptions::eval(batch)) {
         let probs = exec.infer(&batch.images, batch.n)?;
         for (row, &label) in probs.chunks_exact(classes).zip(&batch.labels) {
+            each(index, label, row);
+            index += 1;
             let predicted = argmax(row);
             let label = label as usize;
             loss -= (row[label].max(1e-12) as f64).ln();
