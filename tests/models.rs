@@ -72,6 +72,107 @@ fn assert_converts(base: &str, variant: Variant, hand_written: &str) {
     assert_eq!(derived.total_params(), expected.total_params());
     assert_eq!(derived.total_macs(), expected.total_macs());
     assert_eq!(derived.name, expected.name);
+    // Unlabelled models keep their default names: the derived model is the
+    // hand-written one, hash included, so weights move between them.
+    assert_eq!(
+        derived.model_hash(),
+        expected.model_hash(),
+        "{base} -> {hand_written}"
+    );
+}
+
+fn load_text(name: &str, text: &str) -> Result<Graph, String> {
+    let source = Source::new(name.to_string(), text.to_string());
+    front::load(&source).map_err(|diags| render_plain(&source, &diags))
+}
+
+/// Derived layers never take a name the source wrote (a labelled `conv2`
+/// once clashed with the positional default of the conv that replaced
+/// `pool1`: E0210), and the printed variant parses back to the same model.
+#[test]
+fn derived_names_never_clash_with_written_ones() {
+    let labelled = "network lab {
+    input 3x32x32
+    classes 10
+    conv1: conv 16 3x3
+    pool1: maxpool 3x3 stride=2
+    conv2: conv 32 3x3
+    pool2: maxpool 3x3 stride=2
+    conv3: conv 10 1x1
+    gap
+    softmax
+}
+";
+    // Unlabelled convs among labelled ones: the first default shifts onto a
+    // written name (`conv 24` was conv2, becomes conv3 after an insertion).
+    let mixed = "network mixed {
+    input 3x32x32
+    classes 10
+    conv 16 3x3
+    maxpool 3x3 stride=2
+    conv 24 3x3
+    conv3: conv 32 3x3
+    maxpool 3x3 stride=2
+    conv 10 1x1
+    gap
+    softmax
+}
+";
+    for (name, text) in [("lab.net", labelled), ("mixed.net", mixed)] {
+        let source = Source::new(name.to_string(), text.to_string());
+        let graph = load_text(name, text).unwrap();
+        for variant in [Variant::Strided, Variant::Convpool, Variant::Allconv] {
+            let Ok(derived) = derive(&source, &graph, variant) else {
+                panic!("{name}: conversion failed");
+            };
+            let names: Vec<String> = derived.nodes().map(|n| n.name.clone()).collect();
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "{name} {variant:?}: {names:?}");
+            // Every written name of a layer the rewrite keeps (all but the
+            // max-pools) survives.
+            let kept = |n: &&allcnnc::ir::Node| {
+                n.labelled && !matches!(n.op, allcnnc::ir::Op::MaxPool { .. })
+            };
+            for node in graph.nodes().filter(kept) {
+                assert!(
+                    derived.nodes().any(|d| d.name == node.name && d.labelled),
+                    "{name} {variant:?}: lost {}",
+                    node.name
+                );
+            }
+            let printed = print(&derived, &[]);
+            let reparsed = load_text(name, &printed)
+                .unwrap_or_else(|err| panic!("{name} {variant:?}:\n{printed}\n{err}"));
+            assert_eq!(
+                reparsed.signature(),
+                derived.signature(),
+                "{name} {variant:?}"
+            );
+        }
+    }
+    let source = Source::new("lab.net", labelled);
+    let Ok(all) = derive(
+        &source,
+        &load_text("lab.net", labelled).unwrap(),
+        Variant::Allconv,
+    ) else {
+        panic!("lab.net: conversion failed");
+    };
+    let names: Vec<&str> = all.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1",
+            "pool1_conv",
+            "conv2",
+            "pool2_conv",
+            "conv3",
+            "gap1",
+            "softmax"
+        ]
+    );
 }
 
 macro_rules! conversion_tests {

@@ -9,7 +9,7 @@ use crate::passes::{self, PassManager};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Variant {
     Strided,
     Allconv,

@@ -14,6 +14,7 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 pub use plan::{Activation, Padding, Shape};
@@ -361,6 +362,63 @@ impl Graph {
                     format!("{prefix}{count}")
                 };
             }
+        }
+    }
+
+    /// After a rewrite and [`Graph::renumber`]: where an unlabelled layer's
+    /// default name is a labelled layer's (a source that labels `conv2` and
+    /// a derived conv that is now the second), labels every unlabelled layer
+    /// whose name the renumbering changed with its name from before it
+    /// (`suggested`): its old default name, or for a layer the rewrite
+    /// added the name the pass suggested (e.g. `pool1_conv` for the conv
+    /// that replaces `pool1`), made unique with a `_2`, `_3` ... suffix.
+    /// Derived models so never repeat a name (E0210); a model without
+    /// clashes (the paper's, unlabelled) keeps its default names.
+    ///
+    /// Node ids cannot tell added layers: the graph reuses a removed
+    /// layer's index.
+    pub fn label_clashes(&mut self, suggested: &HashMap<NodeId, String>) {
+        let labelled: HashSet<String> = self
+            .nodes()
+            .filter(|node| node.labelled)
+            .map(|node| node.name.clone())
+            .collect();
+        if !self
+            .nodes()
+            .any(|node| !node.labelled && labelled.contains(&node.name))
+        {
+            return;
+        }
+        let relabel: Vec<NodeId> = self
+            .layers()
+            .into_iter()
+            .filter(|&id| {
+                let node = self.node(id);
+                !node.labelled
+                    && suggested
+                        .get(&id)
+                        .is_some_and(|old| !old.is_empty() && *old != node.name)
+            })
+            .collect();
+        // Labelled names, and the default names that stay, are taken.
+        let mut used: HashSet<String> = self
+            .layers()
+            .into_iter()
+            .filter(|id| !relabel.contains(id))
+            .map(|id| self.node(id).name.clone())
+            .collect();
+        for id in relabel {
+            let base = suggested[&id].clone();
+            let mut name = base.clone();
+            let mut k = 2;
+            while used.contains(&name) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            used.insert(name.clone());
+            let node = self.node_mut(id);
+            node.name = name;
+            node.labelled = true;
         }
     }
 

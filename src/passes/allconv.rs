@@ -47,7 +47,9 @@ impl Pass for AllConv {
                     "`allconv` keeps every shape of the model; write the replacement by hand",
                 )]);
             }
-            let mut replacement = Node::new(String::new(), conv, node.span.clone());
+            // Its name where a default one would clash (Graph::label_clashes).
+            let name = format!("{}_conv", node.name);
+            let mut replacement = Node::new(name, conv, node.span.clone());
             replacement.in_shape = Some(input);
             replacement.out_shape = Some(pooled);
             graph.insert_before(id, replacement);

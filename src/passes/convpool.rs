@@ -35,7 +35,9 @@ impl Pass for ConvPool {
                 act: preceding_activation(graph, id),
                 bias: true,
             };
-            let mut inserted = Node::new(String::new(), conv, node.span.clone());
+            // Its name where a default one would clash (Graph::label_clashes).
+            let name = format!("{}_conv", node.name);
+            let mut inserted = Node::new(name, conv, node.span.clone());
             inserted.in_shape = Some(input);
             inserted.out_shape = Some(input);
             graph.insert_before(id, inserted);

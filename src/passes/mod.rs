@@ -16,7 +16,7 @@ pub mod stats;
 pub mod strided;
 
 use crate::diagnostic::Diagnostic;
-use crate::ir::Graph;
+use crate::ir::{Graph, NodeId};
 
 /// One pass over the graph.
 pub trait Pass {
@@ -103,7 +103,15 @@ impl PassManager {
                     .collect::<Vec<_>>()
             })?;
             if changed {
+                // Names before renumbering: what a pass suggests for the
+                // layers it adds, the old names of the others.
+                let suggested: std::collections::HashMap<NodeId, String> = graph
+                    .layers()
+                    .into_iter()
+                    .map(|id| (id, graph.node(id).name.clone()))
+                    .collect();
                 graph.renumber();
+                graph.label_clashes(&suggested);
             }
             if self.dump_after.as_deref() == Some(pass.name()) {
                 self.dumped = Some(graph.compacted());
