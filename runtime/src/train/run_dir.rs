@@ -69,9 +69,6 @@ pub struct ExistingRun {
     pub model: Option<String>,
     /// Epochs finished, from the checkpoint.
     pub epochs: Option<u32>,
-    /// Batches finished in the unfinished epoch (0 at an epoch boundary),
-    /// from the checkpoint.
-    pub batch: Option<usize>,
     /// The checkpoint's model hash and seed.
     pub model_hash: Option<String>,
     pub seed: Option<u64>,
@@ -182,7 +179,6 @@ impl RunDir {
         Some(ExistingRun {
             model: get("model"),
             epochs: get("epoch").and_then(|e| e.parse().ok()),
-            batch: get("batch").and_then(|b| b.parse().ok()),
             model_hash: get("model_hash"),
             seed: get("seed").and_then(|s| s.parse().ok()),
             metric_lines: read_metrics(&self.metrics()).len(),
