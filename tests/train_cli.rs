@@ -2,16 +2,18 @@
 //! subset (Debian package `dataset-fashion-mnist`): interrupted runs resume to
 //! the same weights, and bad inputs give clear errors, never panics.
 
+mod fashion;
 #[path = "../runtime/tests/support/safetensors_parts.rs"]
 mod parts;
+mod process;
 
+use fashion::{require_data, FASHION};
 use parts::Parts;
+use process::{bin, interrupt_after_epochs, run, stderr};
 use runtime::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
 const TINY: &str = "network tiny {
     input 1x28x28
@@ -33,21 +35,6 @@ train {
     augment flip translate=2
 }
 ";
-
-/// The data set the README's test command installs; a failure that says
-/// how to get it, never a test that passes without running.
-fn require_data() {
-    assert!(
-        Path::new(FASHION)
-            .join("train-images-idx3-ubyte.gz")
-            .exists(),
-        "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
-    );
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_allcnnc"))
-}
 
 fn write_model(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tiny.net");
@@ -85,10 +72,6 @@ fn train_args(model: &Path, out: &Path) -> Vec<String> {
     )
 }
 
-fn run(args: &[String]) -> Output {
-    bin().args(args).output().expect("run allcnnc")
-}
-
 fn params_of(model: &Path, checkpoint: &Path) -> Vec<Vec<f32>> {
     let plan = allcnnc::driver::Model::from_file(model)
         .expect("model")
@@ -106,39 +89,6 @@ fn numbers(value: &serde_json::Value) -> Vec<f64> {
     array.iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Waits until `metrics.jsonl` has `lines` lines, then sends `signal`.
-fn interrupt_after_epochs(args: &[String], out: &Path, lines: usize, signal: &str) -> Output {
-    let child = bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let metrics = out.join("metrics.jsonl");
-    let started = Instant::now();
-    loop {
-        let seen = std::fs::read_to_string(&metrics)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if seen >= lines || started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Let the next epoch get under way, then interrupt it.
-    std::thread::sleep(Duration::from_millis(150));
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    child.wait_with_output().expect("wait")
-}
-
 fn check_resume(signal: &str) {
     require_data();
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +99,7 @@ fn check_resume(signal: &str) {
 
     let cut = dir.path().join("cut");
     let args = train_args(&model, &cut);
-    let killed = interrupt_after_epochs(&args, &cut, 1, signal);
+    let killed = interrupt_after_epochs(&args, &cut.join("metrics.jsonl"), 1, signal);
     assert!(
         !killed.status.success(),
         "the run finished before it was interrupted: {}",

@@ -4,13 +4,13 @@
 //! test split (Debian package `dataset-fashion-mnist`) and fail, saying how
 //! to get it, without it.
 
+mod fashion;
 mod untrained;
 
+use fashion::{require_data, FASHION};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
 const TINY: &str = "network tiny {
     input 1x28x28
@@ -22,17 +22,6 @@ const TINY: &str = "network tiny {
     softmax
 }
 ";
-
-/// The data set the README's test command installs; a failure that says
-/// how to get it, never a test that passes without running.
-fn require_data() {
-    assert!(
-        Path::new(FASHION)
-            .join("train-images-idx3-ubyte.gz")
-            .exists(),
-        "{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)"
-    );
-}
 
 fn visualize(model: &Path, weights: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_allcnnc"))

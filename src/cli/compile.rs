@@ -91,26 +91,7 @@ fn variant_name(name: &str, variant: &str) -> String {
 pub fn convert(file: &Path, to: Variant, output: Option<&Path>) -> CliResult {
     let (source, graph) = load(file)?;
     let derived = derive(&source, &graph, to)?;
-    let what = match to {
-        Variant::Strided => {
-            "strided: each max-pool deleted, its stride moved to the conv before it"
-        }
-        Variant::Allconv => {
-            "allconv: each max-pool replaced by a conv of its kernel, stride and width"
-        }
-        Variant::Convpool => {
-            "convpool: a dense 3x3 conv of the same width inserted before each max-pool"
-        }
-    };
-    let header = vec![
-        format!(
-            "Derived by `allcnnc convert --to {}` from {}",
-            variant_word(to),
-            file.display()
-        ),
-        format!("({what}; Springenberg et al. 2015, Table 2)."),
-    ];
-    let text = back::net::print(&derived, &header);
+    let text = derived_text(file, &derived, to);
     match output {
         Some(path) => std::fs::write(path, &text)
             .map_err(|err| format!("cannot write {}: {err}", path.display()))?,
@@ -126,11 +107,39 @@ pub fn convert(file: &Path, to: Variant, output: Option<&Path>) -> CliResult {
     Ok(())
 }
 
-fn variant_word(to: Variant) -> &'static str {
-    match to {
-        Variant::Strided => "strided",
-        Variant::Allconv => "allconv",
-        Variant::Convpool => "convpool",
+/// The `.net` text of a model [`derive`]d from `file`, headed by a comment
+/// saying how.
+pub fn derived_text(file: &Path, derived: &Graph, to: Variant) -> String {
+    let what = match to {
+        Variant::Strided => {
+            "strided: each max-pool deleted, its stride moved to the conv before it"
+        }
+        Variant::Allconv => {
+            "allconv: each max-pool replaced by a conv of its kernel, stride and width"
+        }
+        Variant::Convpool => {
+            "convpool: a dense 3x3 conv of the same width inserted before each max-pool"
+        }
+    };
+    let header = vec![
+        format!(
+            "Derived by `allcnnc convert --to {}` from {}",
+            to.word(),
+            file.display()
+        ),
+        format!("({what}; Springenberg et al. 2015, Table 2)."),
+    ];
+    back::net::print(derived, &header)
+}
+
+impl Variant {
+    /// The variant's name on the command line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Variant::Strided => "strided",
+            Variant::Allconv => "allconv",
+            Variant::Convpool => "convpool",
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! The `allcnnc` command line: one function per subcommand.
 //!
 //! One file per group of subcommands: [`compile`] (check, summary, convert,
-//! graph, compile), [`train`], [`evaluate`] (eval, predict), [`bench`],
+//! graph, compile), [`train`], [`ablate`] (the base model and its variants
+//! trained side by side), [`evaluate`] (eval, predict), [`bench`],
 //! [`visualize`]; [`args`] holds what the runtime commands share. Every
 //! subcommand reads `.net` files through the [`driver`](crate::driver)
 //! ([`model`]), whose diagnostics [`report`] renders to stderr; a failing
 //! command exits with status 1 and never panics on bad input.
 
+pub mod ablate;
 pub mod args;
 pub mod bench;
 pub mod compile;
@@ -90,6 +92,8 @@ pub enum Command {
     },
     /// Train a model on a data set (recipe from the file's train section; flags override it)
     Train(train::TrainArgs),
+    /// Train a max-pool model and its Strided-, ConvPool- and All-CNN variants under one recipe and seed, and compare them (table.md, table.json, curves.png beside the paper's Table 3); re-running continues where it stopped
+    Ablate(ablate::AblateArgs),
     /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix
     Eval(evaluate::EvalArgs),
     /// Class probabilities of images: the top classes, or every probability as JSON
@@ -138,6 +142,7 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Train(args) => train::train(&args),
+        Command::Ablate(args) => ablate::ablate(&args),
         Command::Eval(args) => evaluate::eval(&args),
         Command::Predict(args) => evaluate::predict(&args),
         Command::Bench(args) => bench::bench(&args),

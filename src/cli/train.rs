@@ -1,6 +1,7 @@
 //! `allcnnc train`: the file's recipe with the command line's overrides,
 //! a fresh or resumed run through the [`driver`](crate::driver), progress
-//! bars, and a checkpoint on Ctrl-C.
+//! bars, and a checkpoint on Ctrl-C. [`Session`], one model's run into one
+//! folder, is also what `ablate` trains each of its models with.
 
 use super::args::{check_batch, executor, fit, load_split, DeviceArg, InitArg};
 use super::flags;
@@ -13,27 +14,45 @@ use indicatif::{ProgressBar, ProgressStyle};
 use runtime::data::{Preprocess, PreprocessKind, Split};
 use runtime::train::checkpoint::{Checkpoint, Progress};
 use runtime::train::run_dir::RunLock;
-use runtime::train::{EpochMetrics, Init, Observer, Recipe, RunDir, Trainer};
+use runtime::train::{EpochMetrics, Init, Observer, Recipe, RunDir, TrainError, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 #[derive(Args)]
 pub struct TrainArgs {
     /// The model
     pub file: PathBuf,
+    /// Run folder: metrics.jsonl, checkpoint.safetensors, best.safetensors, curves.png
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// Continue the run in --out from its checkpoint
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Start a fresh run in an --out that holds one, deleting its
+    /// checkpoints, metrics and curves
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// What `train` and `ablate` share: the data, the overrides of the
+/// recipe, the seed and the device.
+#[derive(Args)]
+pub struct RunFlags {
     /// Data set: a folder (IDX, CIFAR-10/100 binary, or image folder with train/ and test/)
     /// or such a data set in an unextracted .tar.gz / .tgz / .tar archive
     #[arg(long)]
     pub data: PathBuf,
-    /// Run folder: metrics.jsonl, checkpoint.safetensors, best.safetensors, curves.png
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Epochs of the run (overrides the file's `epochs`)
     #[arg(long, value_parser = flags::count::<u32>)]
     pub epochs: Option<u32>,
+    /// Images per step (overrides the file's `batch`)
     #[arg(long, value_parser = flags::count::<u32>)]
     pub batch: Option<u32>,
+    /// Base learning rate (overrides the file's `lr`)
     #[arg(long, value_parser = flags::learning_rate, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Use only the first N training images
@@ -43,7 +62,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = flags::count::<usize>)]
     pub test_limit: Option<usize>,
     /// Seed of a fresh run: data order, augmentation, dropout (default 0;
-    /// a resumed run keeps its own)
+    /// a resumed run keeps its own, and `ablate` refuses a folder trained
+    /// with another)
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -51,30 +71,25 @@ pub struct TrainArgs {
     /// Convolutions on the GPU: fp32, or tensor cores with tf32 / bf16 inputs
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,
-    /// Continue the run in --out from its checkpoint
-    #[arg(long, conflicts_with = "overwrite")]
-    pub resume: bool,
-    /// Start a fresh run in an --out that holds one, deleting its
-    /// checkpoints, metrics and curves
-    #[arg(long)]
-    pub overwrite: bool,
     /// Initialisation of a fresh run (overrides the file's `init`)
     #[arg(long, value_enum)]
     pub init: Option<InitArg>,
 }
 
-/// The file's recipe with the command line's overrides.
-fn recipe(file: Option<&Recipe>, args: &TrainArgs) -> Recipe {
-    let mut recipe = file.cloned().unwrap_or_default();
-    recipe.epochs = args.epochs.unwrap_or(recipe.epochs);
-    recipe.batch = args.batch.unwrap_or(recipe.batch);
-    recipe.lr = args.lr.unwrap_or(recipe.lr);
-    recipe.init = match args.init {
-        Some(InitArg::He) => Init::He,
-        Some(InitArg::Lsuv) => Init::Lsuv,
-        None => recipe.init,
-    };
-    recipe
+impl RunFlags {
+    /// The file's recipe with the command line's overrides.
+    pub fn recipe(&self, file: Option<&Recipe>) -> Recipe {
+        let mut recipe = file.cloned().unwrap_or_default();
+        recipe.epochs = self.epochs.unwrap_or(recipe.epochs);
+        recipe.batch = self.batch.unwrap_or(recipe.batch);
+        recipe.lr = self.lr.unwrap_or(recipe.lr);
+        recipe.init = match self.init {
+            Some(InitArg::He) => Init::He,
+            Some(InitArg::Lsuv) => Init::Lsuv,
+            None => recipe.init,
+        };
+        recipe
+    }
 }
 
 /// Progress bars on stderr.
@@ -159,167 +174,228 @@ fn claim(run: &RunDir, args: &TrainArgs) -> Result<RunLock, Failure> {
 /// container stops): the trainer finishes the batch and writes a
 /// checkpoint. A second signal while it does exits at once. SIGHUP keeps
 /// its default, so `nohup` still protects a run from a closed terminal.
-fn stop_on_signals() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let ctrl_c = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+/// The handlers are installed by the first call; later calls (the next
+/// model of `ablate`) return the same flag.
+pub(super) fn stop_on_signals() -> Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let ctrl_c = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: finishing the batch and writing a checkpoint (interrupt again to abort)"
+            );
+        });
+        // The shutdown is registered first: it sees the flag as the previous
+        // SIGTERM left it, so only a second one exits.
+        let term = signal_hook::consts::SIGTERM;
+        let sigterm = signal_hook::flag::register_conditional_shutdown(term, 143, stop.clone())
+            .and_then(|_| signal_hook::flag::register(term, stop.clone()));
+        if let Err(err) = ctrl_c {
+            eprintln!("warning: Ctrl-C will not checkpoint: {err}");
         }
-        eprintln!(
-            "\ninterrupted: finishing the batch and writing a checkpoint (interrupt again to abort)"
-        );
-    });
-    // The shutdown is registered first: it sees the flag as the previous
-    // SIGTERM left it, so only a second one exits.
-    let term = signal_hook::consts::SIGTERM;
-    let sigterm = signal_hook::flag::register_conditional_shutdown(term, 143, stop.clone())
-        .and_then(|_| signal_hook::flag::register(term, stop.clone()));
-    if let Err(err) = ctrl_c {
-        eprintln!("warning: Ctrl-C will not checkpoint: {err}");
-    }
-    if let Err(err) = sigterm {
-        eprintln!("warning: SIGTERM will not checkpoint: {err}");
-    }
-    stop
+        if let Err(err) = sigterm {
+            eprintln!("warning: SIGTERM will not checkpoint: {err}");
+        }
+        stop
+    })
+    .clone()
 }
 
 pub fn train(args: &TrainArgs) -> CliResult {
     let model = super::model(&args.file)?;
-    let plan = model.plan.clone();
-    let recipe = recipe(model.graph.training.as_ref(), args);
     let run = RunDir::new(&args.out);
     // Held to the end of the run; the OS releases it if the process dies.
     let _lock = claim(&run, args)?;
-    let mut exec = executor(
-        &plan,
-        args.seed.unwrap_or(0),
-        args.device,
-        args.precision.into(),
-    )?;
-    // Before any data is read: a batch whose activations cannot fit.
-    check_batch(exec.as_ref(), recipe.batch_size())?;
-    eprintln!(
-        "model {}: {} parameters on {}",
-        plan.name,
-        back::summary::thousands(model.graph.total_params()),
-        exec.device_name()
-    );
-
-    let mut train_set = load_split(&args.data, Split::Train, args.limit)?;
-    let mut test_set = load_split(&args.data, Split::Test, args.test_limit)?;
-    fit(&plan, &mut train_set, &args.data)?;
-    fit(&plan, &mut test_set, &args.data)?;
-    if train_set.len() < recipe.batch_size() {
-        let err = runtime::train::TrainError::TooFewImages {
-            train: train_set.len(),
-            batch: recipe.batch_size(),
-        };
-        return Err(err.to_string().into());
+    let session = Session {
+        model: &model,
+        recipe: args.run.recipe(model.graph.training.as_ref()),
+        flags: &args.run,
+        run,
+        resume: args.resume,
+        training_starts: &mut || {},
+    };
+    match session.run()? {
+        Ended::Finished => Ok(()),
+        Ended::Interrupted(err) => Err(err.to_string().into()),
     }
+}
 
-    let (preprocess, start) = if args.resume {
-        let checkpoint = Checkpoint::load(&plan, &run.checkpoint())
-            .map_err(|err| Failure::Message(err.to_string()))?;
-        checkpoint
-            .check_class_names(&run.checkpoint(), &args.data, &train_set.class_names)
-            .map_err(|err| Failure::Message(err.to_string()))?;
-        if let Some(seed) = args.seed.filter(|&s| s != checkpoint.progress.seed) {
-            return Err(format!(
-                "--seed {seed} differs from the run's seed {}; a resumed run keeps its seed (drop --seed)",
-                checkpoint.progress.seed
-            )
-            .into());
-        }
-        if checkpoint.model_hash != plan.model_hash {
-            eprintln!("warning: the checkpoint was written for another version of `{}`; its weights fit, resuming", plan.name);
-        }
-        driver::resume(exec.as_mut(), &checkpoint).map_err(report)?;
-        let progress = checkpoint.progress.clone();
+/// One model's training into one run folder, fresh or resumed: what
+/// `train` does after claiming the folder, and `ablate` for each model.
+pub(super) struct Session<'a> {
+    pub model: &'a driver::Model,
+    /// The recipe, the command line's overrides applied.
+    pub recipe: Recipe,
+    pub flags: &'a RunFlags,
+    /// The run folder, whose lock the caller holds.
+    pub run: RunDir,
+    /// Continue from the folder's checkpoint (else a fresh run, which
+    /// removes the folder's earlier run once it can start).
+    pub resume: bool,
+    /// Called once everything is loaded, right before the first batch.
+    pub training_starts: &'a mut dyn FnMut(),
+}
+
+/// How a session ended, when not by an error.
+pub(super) enum Ended {
+    /// Every epoch of the recipe is done (the run's history is in its
+    /// `metrics.jsonl`).
+    Finished,
+    /// Stopped by a signal, with a checkpoint to resume from
+    /// ([`TrainError::Interrupted`]).
+    Interrupted(TrainError),
+}
+
+impl Session<'_> {
+    pub fn run(self) -> Result<Ended, Failure> {
+        let Session {
+            model,
+            recipe,
+            flags,
+            run,
+            resume,
+            training_starts,
+        } = self;
+        let plan = &model.plan;
+        let mut exec = executor(
+            plan,
+            flags.seed.unwrap_or(0),
+            flags.device,
+            flags.precision.into(),
+        )?;
+        // Before any data is read: a batch whose activations cannot fit.
+        check_batch(exec.as_ref(), recipe.batch_size())?;
         eprintln!(
-            "resuming at epoch {}, batch {}",
-            progress.epoch + 1,
-            progress.batch
+            "model {}: {} parameters on {}",
+            plan.name,
+            back::summary::thousands(model.graph.total_params()),
+            exec.device_name()
         );
-        let preprocess = checkpoint
-            .preprocess
-            .unwrap_or_else(|| Preprocess::identity(plan.input));
-        (preprocess, progress)
-    } else {
-        let kind = recipe.preprocess;
-        let started = Instant::now();
-        let preprocess = Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?;
-        if kind != PreprocessKind::None {
+
+        let mut train_set = load_split(&flags.data, Split::Train, flags.limit)?;
+        let mut test_set = load_split(&flags.data, Split::Test, flags.test_limit)?;
+        fit(plan, &mut train_set, &flags.data)?;
+        fit(plan, &mut test_set, &flags.data)?;
+        if train_set.len() < recipe.batch_size() {
+            let err = TrainError::TooFewImages {
+                train: train_set.len(),
+                batch: recipe.batch_size(),
+            };
+            return Err(err.to_string().into());
+        }
+
+        let (preprocess, start) = if resume {
+            let checkpoint = Checkpoint::load(plan, &run.checkpoint())
+                .map_err(|err| Failure::Message(err.to_string()))?;
+            checkpoint
+                .check_class_names(&run.checkpoint(), &flags.data, &train_set.class_names)
+                .map_err(|err| Failure::Message(err.to_string()))?;
+            if let Some(seed) = flags.seed.filter(|&s| s != checkpoint.progress.seed) {
+                return Err(format!(
+                    "--seed {seed} differs from the run's seed {}; a resumed run keeps its seed (drop --seed)",
+                    checkpoint.progress.seed
+                )
+                .into());
+            }
+            if checkpoint.model_hash != plan.model_hash {
+                eprintln!("warning: the checkpoint was written for another version of `{}`; its weights fit, resuming", plan.name);
+            }
+            driver::resume(exec.as_mut(), &checkpoint).map_err(report)?;
+            let progress = checkpoint.progress.clone();
             eprintln!(
-                "preprocessing {} fitted in {:.1}s",
-                kind.name(),
-                started.elapsed().as_secs_f64()
+                "resuming at epoch {}, batch {}",
+                progress.epoch + 1,
+                progress.batch
+            );
+            let preprocess = checkpoint
+                .preprocess
+                .unwrap_or_else(|| Preprocess::identity(plan.input));
+            (preprocess, progress)
+        } else {
+            let kind = recipe.preprocess;
+            let started = Instant::now();
+            let preprocess = Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?;
+            if kind != PreprocessKind::None {
+                eprintln!(
+                    "preprocessing {} fitted in {:.1}s",
+                    kind.name(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            (
+                preprocess,
+                Progress {
+                    seed: flags.seed.unwrap_or(0),
+                    ..Progress::default()
+                },
+            )
+        };
+        preprocess
+            .apply_dataset(&mut train_set)
+            .map_err(|e| e.to_string())?;
+        preprocess
+            .apply_dataset(&mut test_set)
+            .map_err(|e| e.to_string())?;
+        if !resume && recipe.init == Init::Lsuv {
+            let started = Instant::now();
+            let (n, scales) = driver::calibrate(exec.as_mut(), &train_set).map_err(report)?;
+            let factors: Vec<String> = scales
+                .iter()
+                .map(|s| format!("{} x{:.3}", s.layer, s.factor))
+                .collect();
+            eprintln!(
+                "init: LSUV on {n} training images in {:.1}s: {}",
+                started.elapsed().as_secs_f64(),
+                factors.join(", ")
             );
         }
-        (
-            preprocess,
-            Progress {
-                seed: args.seed.unwrap_or(0),
-                ..Progress::default()
-            },
-        )
-    };
-    preprocess
-        .apply_dataset(&mut train_set)
-        .map_err(|e| e.to_string())?;
-    preprocess
-        .apply_dataset(&mut test_set)
-        .map_err(|e| e.to_string())?;
-    if !args.resume && recipe.init == Init::Lsuv {
-        let started = Instant::now();
-        let (n, scales) = driver::calibrate(exec.as_mut(), &train_set).map_err(report)?;
-        let factors: Vec<String> = scales
-            .iter()
-            .map(|s| format!("{} x{:.3}", s.layer, s.factor))
-            .collect();
-        eprintln!(
-            "init: LSUV on {n} training images in {:.1}s: {}",
-            started.elapsed().as_secs_f64(),
-            factors.join(", ")
-        );
-    }
 
-    if !args.resume {
-        // Only now that the data has loaded, fitted and calibrated, and the
-        // run can start: --overwrite deletes the earlier run's files (a
-        // fresh run into a folder holding one was refused above without it).
-        run.clear().map_err(|err| {
-            format!(
-                "cannot remove the earlier run in {}: {err}",
-                run.dir.display()
-            )
-        })?;
+        if !resume {
+            // Only now that the data has loaded, fitted and calibrated, and
+            // the run can start: --overwrite deletes the earlier run's files
+            // (a fresh run into a folder holding one was refused above
+            // without it).
+            run.clear().map_err(|err| {
+                format!(
+                    "cannot remove the earlier run in {}: {err}",
+                    run.dir.display()
+                )
+            })?;
+        }
+        let out = run.dir.clone();
+        let stop = stop_on_signals();
+        training_starts();
+        let started = Instant::now();
+        let mut trainer = Trainer {
+            exec: exec.as_mut(),
+            train: Arc::new(train_set),
+            test: Arc::new(test_set),
+            preprocess,
+            recipe,
+            seed: start.seed,
+            run,
+            stop,
+        };
+        let history = match trainer.run(start, &mut Bars { bar: None }) {
+            Ok(history) => history,
+            Err(err @ TrainError::Interrupted { .. }) => return Ok(Ended::Interrupted(err)),
+            Err(err) => return Err(Failure::Message(err.to_string())),
+        };
+        if let Some(last) = history.last() {
+            let best = history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max);
+            eprintln!(
+                "done: {} epochs in {:.1}s (this session), final test accuracy {:.2}%, best {:.2}%; wrote {}",
+                last.epoch,
+                started.elapsed().as_secs_f64(),
+                100.0 * last.test_accuracy,
+                100.0 * best,
+                out.display()
+            );
+        }
+        Ok(Ended::Finished)
     }
-    let stop = stop_on_signals();
-    let started = Instant::now();
-    let mut trainer = Trainer {
-        exec: exec.as_mut(),
-        train: Arc::new(train_set),
-        test: Arc::new(test_set),
-        preprocess,
-        recipe,
-        seed: start.seed,
-        run,
-        stop,
-    };
-    let history = trainer
-        .run(start, &mut Bars { bar: None })
-        .map_err(|err| Failure::Message(err.to_string()))?;
-    if let Some(last) = history.last() {
-        let best = history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max);
-        eprintln!(
-            "done: {} epochs in {:.1}s (this session), final test accuracy {:.2}%, best {:.2}%; wrote {}",
-            last.epoch,
-            started.elapsed().as_secs_f64(),
-            100.0 * last.test_accuracy,
-            100.0 * best,
-            args.out.display()
-        );
-    }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `curves.png`: loss and accuracy per epoch, train and test, drawn with
-//! plotters. Text is in the font of [`crate::draw`]; without it the curves
-//! are drawn without labels.
+//! plotters; and [`draw_comparison`], the test error per epoch of several
+//! runs on one chart (`allcnnc ablate`). Text is in the font of
+//! [`crate::draw`]; without it the curves are drawn without labels.
 
 use super::EpochMetrics;
 use crate::draw;
@@ -15,7 +16,7 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
     let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(550);
-    let epochs = history.last().map_or(1, |m| m.epoch).max(2) as f64;
+    let epochs = last_epoch(history);
     let max_loss = history
         .iter()
         .flat_map(|m| [m.train_loss, m.test_loss])
@@ -23,33 +24,16 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.05;
-    let loss: [Series; 2] = [
-        Series {
-            value: |m| m.train_loss,
-            label: "train",
-            color: BLUE,
-        },
-        Series {
-            value: |m| m.test_loss,
-            label: "test",
-            color: RED,
-        },
+    let loss = [
+        Line::of(history, "train", BLUE, |m| m.train_loss),
+        Line::of(history, "test", RED, |m| m.test_loss),
     ];
-    let accuracy: [Series; 2] = [
-        Series {
-            value: |m| 100.0 * m.train_accuracy,
-            label: "train",
-            color: BLUE,
-        },
-        Series {
-            value: |m| 100.0 * m.test_accuracy,
-            label: "test",
-            color: RED,
-        },
+    let accuracy = [
+        Line::of(history, "train", BLUE, |m| 100.0 * m.train_accuracy),
+        Line::of(history, "test", RED, |m| 100.0 * m.test_accuracy),
     ];
     panel(
         &left,
-        history,
         &format!("{title}: loss"),
         "loss",
         epochs,
@@ -61,7 +45,6 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
     )?;
     panel(
         &right,
-        history,
         &format!("{title}: accuracy (%)"),
         "accuracy (%)",
         epochs,
@@ -74,22 +57,101 @@ pub fn draw(history: &[EpochMetrics], path: &Path, title: &str) -> Result<(), St
     root.present().map_err(|e| e.to_string())
 }
 
-/// One curve: which value of a metrics line, its legend and colour.
-struct Series {
-    value: fn(&EpochMetrics) -> f64,
-    label: &'static str,
+/// Colours of the runs of [`draw_comparison`], in order (then again).
+const RUN_COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// The test error (%) per epoch of several runs, one line each, labelled
+/// with its name in the legend; runs without an epoch are left out.
+pub fn draw_comparison(
+    runs: &[(String, Vec<EpochMetrics>)],
+    path: &Path,
+    title: &str,
+) -> Result<(), String> {
+    let runs: Vec<_> = runs.iter().filter(|(_, h)| !h.is_empty()).collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let lines: Vec<Line> = runs
+        .iter()
+        .enumerate()
+        .map(|(index, (name, history))| {
+            let color = RUN_COLORS[index % RUN_COLORS.len()];
+            Line::of(history, name, color, |m| 100.0 * (1.0 - m.test_accuracy))
+        })
+        .collect();
+    let epochs = runs
+        .iter()
+        .map(|(_, history)| last_epoch(history))
+        .fold(2.0, f64::max);
+    let max_error = lines
+        .iter()
+        .flat_map(|line| line.points.iter().map(|&(_, error)| error))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .clamp(1.0, 100.0)
+        * 1.05;
+    panel(
+        &root,
+        &format!("{title}: test error (%)"),
+        "test error (%)",
+        epochs,
+        max_error,
+        &lines,
+        draw::font_available(),
+        // Errors start high and fall, rarely to near 0: the lower left
+        // stays free.
+        SeriesLabelPosition::LowerLeft,
+    )?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// The x range of a chart: the last epoch, at least 2.
+fn last_epoch(history: &[EpochMetrics]) -> f64 {
+    history.last().map_or(1, |m| m.epoch).max(2) as f64
+}
+
+/// One curve: its points (epoch, value), legend and colour.
+struct Line {
+    label: String,
     color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+impl Line {
+    /// `value` of each epoch of `history`.
+    fn of(
+        history: &[EpochMetrics],
+        label: &str,
+        color: RGBColor,
+        value: fn(&EpochMetrics) -> f64,
+    ) -> Self {
+        Self {
+            label: label.to_string(),
+            color,
+            points: history.iter().map(|m| (m.epoch as f64, value(m))).collect(),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    history: &[EpochMetrics],
     caption: &str,
     name: &str,
     epochs: f64,
     top: f64,
-    series: &[Series],
+    lines: &[Line],
     labels: bool,
     legend: SeriesLabelPosition,
 ) -> Result<(), String> {
@@ -112,25 +174,24 @@ fn panel(
             .draw()
             .map_err(|e| e.to_string())?;
     }
-    for s in series {
-        let color = s.color;
-        let points: Vec<(f64, f64)> = history
-            .iter()
-            .map(|m| (m.epoch as f64, (s.value)(m)))
-            .collect();
+    for line in lines {
+        let color = line.color;
         let drawn = chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                line.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| e.to_string())?;
         if labels {
-            drawn.label(s.label).legend(move |(x, y)| {
+            drawn.label(line.label.as_str()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
         }
         chart
             .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
+                line.points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3, color.filled())),
             )
             .map_err(|e| e.to_string())?;
     }
@@ -144,4 +205,42 @@ fn panel(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: u32, test_accuracy: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_accuracy: 0.5,
+            test_loss: 1.0,
+            test_accuracy,
+            images_per_s: 100.0,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_comparison_draws_one_line_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let runs = vec![
+            ("a".to_string(), vec![epoch(1, 0.5), epoch(2, 0.7)]),
+            ("b".to_string(), vec![epoch(1, 0.6)]),
+            ("not started".to_string(), vec![]),
+        ];
+        draw_comparison(&runs, &path, "ablation").unwrap();
+        let png = image::open(&path).unwrap().to_rgb8();
+        let has = |rgb: RGBColor| png.pixels().any(|p| p.0 == [rgb.0, rgb.1, rgb.2]);
+        assert!(has(RUN_COLORS[0]) && has(RUN_COLORS[1]));
+        assert!(!has(RUN_COLORS[2]), "a run without epochs was drawn");
+
+        let empty = dir.path().join("none.png");
+        draw_comparison(&runs[2..], &empty, "ablation").unwrap();
+        assert!(!empty.exists());
+    }
 }

@@ -14,6 +14,9 @@
 //!   the folder already holds, so that a fresh run can refuse it (the caller
 //!   offers `--resume` or `--overwrite`); [`RunDir::clear`] removes the run's
 //!   files, and only those, when the user asked for that.
+//!   [`RunDir::continuable`] is the check of a caller that continues
+//!   whatever run it finds (`allcnnc ablate`): it refuses a run of another
+//!   model or seed, naming it, instead of mixing two runs in one folder.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -50,6 +53,13 @@ pub enum RunDirError {
         match pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }
     )]
     Busy { path: PathBuf, pid: Option<u32> },
+    #[error("{} holds another run ({found}): {reason}; give another --out, or remove that folder to start over", path.display())]
+    OtherRun {
+        path: PathBuf,
+        /// Boxed: the error of every `lock` stays small.
+        found: Box<ExistingRun>,
+        reason: String,
+    },
 }
 
 /// What a run folder already holds.
@@ -59,6 +69,9 @@ pub struct ExistingRun {
     pub model: Option<String>,
     /// Epochs finished, from the checkpoint.
     pub epochs: Option<u32>,
+    /// The checkpoint's model hash and seed.
+    pub model_hash: Option<String>,
+    pub seed: Option<u64>,
     /// Lines of `metrics.jsonl` (epochs measured).
     pub metric_lines: usize,
     /// The run's files that exist.
@@ -166,9 +179,51 @@ impl RunDir {
         Some(ExistingRun {
             model: get("model"),
             epochs: get("epoch").and_then(|e| e.parse().ok()),
+            model_hash: get("model_hash"),
+            seed: get("seed").and_then(|s| s.parse().ok()),
             metric_lines: read_metrics(&self.metrics()).len(),
             files,
         })
+    }
+
+    /// The run the folder holds, when it is one that a run of the model
+    /// `model_hash` with `seed` can continue: `None` for a folder without
+    /// a run, an error naming what is there for a run of another model (its
+    /// hash) or seed, or files of a run without a checkpoint to continue
+    /// from.
+    pub fn continuable(
+        &self,
+        model_hash: &str,
+        seed: u64,
+    ) -> Result<Option<ExistingRun>, RunDirError> {
+        let Some(found) = self.existing() else {
+            return Ok(None);
+        };
+        let reason = if !found.files.contains(&RUN_FILES[0]) {
+            Some("it has no checkpoint.safetensors to continue from".to_string())
+        } else if found.model_hash.as_deref() != Some(model_hash) {
+            Some(match &found.model_hash {
+                Some(hash) => format!(
+                    "its checkpoint is of another model (model hash {hash}, not {model_hash})"
+                ),
+                None => "its checkpoint's model cannot be read".to_string(),
+            })
+        } else if found.seed != Some(seed) {
+            Some(match found.seed {
+                Some(theirs) => format!("it was trained with seed {theirs}, not {seed}"),
+                None => "its checkpoint's seed cannot be read".to_string(),
+            })
+        } else {
+            None
+        };
+        match reason {
+            None => Ok(Some(found)),
+            Some(reason) => Err(RunDirError::OtherRun {
+                path: self.dir.clone(),
+                found: Box::new(found),
+                reason,
+            }),
+        }
     }
 
     /// Removes the run's files (nothing else in the folder).
@@ -282,5 +337,38 @@ mod tests {
             dir.path().join("notes.txt").exists(),
             "clear removed a file not of the run"
         );
+    }
+
+    /// A checkpoint's header alone (all `existing` reads): its metadata.
+    fn write_header(path: &Path, metadata: &[(&str, &str)]) {
+        let metadata: std::collections::HashMap<_, _> = metadata.iter().copied().collect();
+        let header = serde_json::json!({ "__metadata__": metadata }).to_string();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn only_a_run_of_the_same_model_and_seed_is_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        assert_eq!(run.continuable("abc", 7).unwrap(), None);
+        std::fs::write(run.metrics(), "").unwrap();
+        let err = run.continuable("abc", 7).unwrap_err().to_string();
+        assert!(err.contains("no checkpoint.safetensors"), "{err}");
+        let meta = [("model", "tiny"), ("model_hash", "abc"), ("seed", "7")];
+        write_header(
+            &run.checkpoint(),
+            &[meta.as_slice(), &[("epoch", "2")]].concat(),
+        );
+        let found = run.continuable("abc", 7).unwrap().unwrap();
+        assert_eq!((found.epochs, found.seed), (Some(2), Some(7)));
+        let err = run.continuable("def", 7).unwrap_err().to_string();
+        assert!(
+            err.contains("model `tiny`") && err.contains("model hash abc, not def"),
+            "{err}"
+        );
+        let err = run.continuable("abc", 8).unwrap_err().to_string();
+        assert!(err.contains("trained with seed 7, not 8"), "{err}");
     }
 }

@@ -1,0 +1,327 @@
+//! `allcnnc ablate`: the paper's comparison (Table 3) for any max-pool
+//! model. The base model and its variants, derived by the same passes as
+//! `convert`, are trained one after the other under one recipe and one
+//! seed, each into its own run folder `OUT/<model>/` by the same
+//! [`Session`] as `train`; `OUT/table.md`, `OUT/table.json` and
+//! `OUT/curves.png` compare them and are rewritten after each model.
+//!
+//! An ablation resumes where it stopped: a model whose run has every epoch
+//! is skipped, one with a checkpoint resumes from it, the others start
+//! fresh. A folder holding a run of another model or seed is refused
+//! ([`RunDir::continuable`]), never mixed into the comparison.
+
+mod table;
+
+use super::compile::{derive, derived_text, Variant};
+use super::train::{stop_on_signals, Ended, RunFlags, Session};
+use super::{report, CliResult, Failure};
+use crate::driver::Model;
+use clap::Args;
+use runtime::train::run_dir::RunLock;
+use runtime::train::{curves, read_metrics, RunDir, TrainError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use table::{Row, Table};
+
+#[derive(Args)]
+pub struct AblateArgs {
+    /// The base model, with max-pools
+    pub file: PathBuf,
+    /// Folder of the ablation: a run folder per model, table.md, table.json, curves.png
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The variants to derive and train beside the base
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "strided,convpool,allconv"
+    )]
+    pub to: Vec<Variant>,
+    /// Train every model under the `train` section of this .net file instead of the base file's
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// Print table.json on stdout at the end
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One model of the ablation.
+struct Entry {
+    /// `base` or the variant's word.
+    variant: &'static str,
+    model: Model,
+}
+
+/// What an earlier ablation left for one model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Status {
+    Fresh,
+    Resume,
+    Done { epochs: u32 },
+}
+
+/// A model's run folder, its lock and what it holds.
+struct Claimed {
+    run: RunDir,
+    _lock: RunLock,
+    status: Status,
+}
+
+pub fn ablate(args: &AblateArgs) -> CliResult {
+    let started = Instant::now();
+    let base = super::model(&args.file)?;
+    let recipe_path = args.recipe.as_deref().unwrap_or(&args.file);
+    let recipe = match &args.recipe {
+        None => args.run.recipe(base.graph.training.as_ref()),
+        Some(path) => {
+            let file = super::model(path)?;
+            let Some(training) = file.graph.training.as_ref() else {
+                return Err(
+                    format!("--recipe {} has no `train {{ }}` section", path.display()).into(),
+                );
+            };
+            args.run.recipe(Some(training))
+        }
+    };
+    let seed = args.run.seed.unwrap_or(0);
+    let entries = entries(base, &args.to, &args.file)?;
+
+    // Every folder is claimed and checked before any work, so that a
+    // folder of another run is refused before hours of training.
+    let whole = RunDir::new(&args.out);
+    let _lock = whole.lock().map_err(|err| err.to_string())?;
+    let mut claimed = Vec::new();
+    for entry in &entries {
+        let run = RunDir::new(args.out.join(&entry.model.plan.name));
+        let lock = run.lock().map_err(|err| err.to_string())?;
+        let status = status(&run, &entry.model, seed, recipe.epochs)?;
+        claimed.push(Claimed {
+            run,
+            _lock: lock,
+            status,
+        });
+    }
+    let continuing = claimed.iter().any(|c| c.status != Status::Fresh);
+    if continuing {
+        say_what_is_left(&entries, &claimed, &args.out);
+    }
+
+    let mut table = Table {
+        base: args.file.display().to_string(),
+        recipe: recipe_path.display().to_string(),
+        data: args.run.data.display().to_string(),
+        seed,
+        epochs: recipe.epochs,
+        models: Vec::new(),
+    };
+    let count = entries.len();
+    // When continuing, the first model trained says how long the skipping
+    // and loading took.
+    let mut first_trained = continuing;
+    for (index, (entry, claim)) in entries.iter().zip(&claimed).enumerate() {
+        let name = &entry.model.plan.name;
+        let what = match claim.status {
+            Status::Done { epochs } => {
+                eprintln!(
+                    "[{}/{count}] {name}: done ({epochs} epochs), skipped",
+                    index + 1
+                );
+                continue;
+            }
+            // The session says where it resumes.
+            Status::Resume => "resuming its run",
+            Status::Fresh => "a fresh run",
+        };
+        eprintln!(
+            "[{}/{count}] {name} ({}): {what} in {}",
+            index + 1,
+            entry.variant,
+            claim.run.dir.display()
+        );
+        write_net(&claim.run, entry)?;
+        let mut training_starts = || {
+            if std::mem::take(&mut first_trained) {
+                eprintln!(
+                    "{name}: training starts {:.1}s after the command started",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        };
+        let session = Session {
+            model: &entry.model,
+            recipe: recipe.clone(),
+            flags: &args.run,
+            run: RunDir::new(&claim.run.dir),
+            resume: claim.status == Status::Resume,
+            training_starts: &mut training_starts,
+        };
+        let ended = session.run();
+        write_results(&mut table, &entries, &claimed, &args.out)?;
+        match ended? {
+            Ended::Interrupted(TrainError::Interrupted { epoch, batch }) => {
+                return Err(format!(
+                    "interrupted while training `{name}` at epoch {epoch}, batch {batch}; checkpoint saved: run the same `allcnnc ablate` command again to continue"
+                )
+                .into());
+            }
+            Ended::Interrupted(err) => return Err(err.to_string().into()),
+            Ended::Finished => {}
+        }
+        // A signal during the last epoch's evaluation ends that model's
+        // run normally; the next one is not started.
+        let rest = claimed[index + 1..]
+            .iter()
+            .any(|c| !matches!(c.status, Status::Done { .. }));
+        if rest && stop_on_signals().load(Ordering::SeqCst) {
+            return Err(format!(
+                "interrupted after `{name}` finished; run the same `allcnnc ablate` command again to continue"
+            )
+            .into());
+        }
+    }
+    write_results(&mut table, &entries, &claimed, &args.out)?;
+    eprintln!(
+        "ablation done in {:.1}s: wrote {}",
+        started.elapsed().as_secs_f64(),
+        args.out.join("table.md").display()
+    );
+    if args.json {
+        println!("{}", table.json());
+    }
+    Ok(())
+}
+
+/// The base and its variants, each derived as `convert` derives it and
+/// read back from its text (so a variant's run folder holds the same
+/// model as `train` on `convert`'s output).
+fn entries(base: Model, to: &[Variant], file: &Path) -> Result<Vec<Entry>, Failure> {
+    let mut variants: Vec<Variant> = Vec::new();
+    for &variant in to {
+        if variants.contains(&variant) {
+            return Err(format!("--to names `{}` twice", variant.word()).into());
+        }
+        variants.push(variant);
+    }
+    let mut entries = Vec::new();
+    for variant in variants {
+        let derived = derive(&base.source, &base.graph, variant)?;
+        let name = format!("{} (--to {})", file.display(), variant.word());
+        let model =
+            Model::from_text(&name, &derived_text(file, &derived, variant)).map_err(report)?;
+        if model.plan.model_hash == base.plan.model_hash {
+            return Err(format!(
+                "`{}` has no max-pool, so its {} variant is the same network: nothing to compare",
+                base.plan.name,
+                variant.word()
+            )
+            .into());
+        }
+        entries.push(Entry {
+            variant: variant.word(),
+            model,
+        });
+    }
+    entries.insert(
+        0,
+        Entry {
+            variant: "base",
+            model: base,
+        },
+    );
+    Ok(entries)
+}
+
+/// What the run folder holds for a run of `model` with `seed` and
+/// `epochs` epochs: nothing, a run to resume or a finished one.
+fn status(run: &RunDir, model: &Model, seed: u64, epochs: u32) -> Result<Status, Failure> {
+    let found = run
+        .continuable(&model.plan.model_hash, seed)
+        .map_err(|err| err.to_string())?;
+    Ok(match found {
+        None => Status::Fresh,
+        Some(found) => match found.epochs {
+            Some(done) if done >= epochs => Status::Done { epochs: done },
+            _ => Status::Resume,
+        },
+    })
+}
+
+/// The models done (skipped), to resume and to start, in one line.
+fn say_what_is_left(entries: &[Entry], claimed: &[Claimed], out: &Path) {
+    let names = |keep: fn(&Status) -> bool| {
+        let names: Vec<&str> = entries
+            .iter()
+            .zip(claimed)
+            .filter(|(_, c)| keep(&c.status))
+            .map(|(e, _)| e.model.plan.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    eprintln!(
+        "continuing the ablation in {}: done and skipped: {}; to resume: {}; to start: {}",
+        out.display(),
+        names(|s| matches!(s, Status::Done { .. })),
+        names(|s| *s == Status::Resume),
+        names(|s| *s == Status::Fresh),
+    );
+}
+
+/// The model's `.net` text beside its run, for `eval`, `predict` and
+/// `visualize` of its checkpoints.
+fn write_net(run: &RunDir, entry: &Entry) -> Result<(), Failure> {
+    let path = run.dir.join(format!("{}.net", entry.model.plan.name));
+    std::fs::write(&path, &entry.model.source.text)
+        .map_err(|err| format!("cannot write {}: {err}", path.display()).into())
+}
+
+/// Rewrites `table.md`, `table.json` and `curves.png` from every model's
+/// `metrics.jsonl`.
+fn write_results(
+    table: &mut Table,
+    entries: &[Entry],
+    claimed: &[Claimed],
+    out: &Path,
+) -> Result<(), Failure> {
+    let histories: Vec<(String, Vec<_>)> = entries
+        .iter()
+        .zip(claimed)
+        .map(|(entry, claim)| {
+            (
+                entry.model.plan.name.clone(),
+                read_metrics(&claim.run.metrics()),
+            )
+        })
+        .collect();
+    table.models = entries
+        .iter()
+        .zip(&histories)
+        .filter_map(|(entry, (_, history))| {
+            Row::new(entry.variant, &entry.model.graph, history, table.epochs)
+        })
+        .collect();
+    write_atomically(&out.join("table.md"), &table.markdown())?;
+    write_atomically(&out.join("table.json"), &table.json())?;
+    let title = format!("ablation of {}", entries[0].model.plan.name);
+    if let Err(err) = curves::draw_comparison(&histories, &out.join("curves.png"), &title) {
+        eprintln!("could not draw curves: {err}");
+    }
+    Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it, so a
+/// reader (or an interruption) never sees half a table.
+fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|err| format!("cannot write {}: {err}", path.display()).into())
+}
