@@ -377,6 +377,7 @@ fn too_large_is_an_error_naming_the_tensor() {
     let err = export::export_within(&model.plan, &checkpoint, 1 << 20).unwrap_err();
     assert!(matches!(err, ExportError::TooLarge { .. }), "{err}");
     let message = err.to_string();
+    println!("{message}");
     assert!(message.contains("conv7.weight"), "{message}");
     assert!(message.contains("protobuf"), "{message}");
 }
@@ -510,4 +511,14 @@ fn cli_export_both_formats_and_a_wrong_checkpoint() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("other.safetensors"), "{stderr}");
     assert!(!dir.path().join("x.onnx").exists());
+}
+
+/// The generated MODEL.py of a model with every pooling and padding
+/// option, as a snapshot (the text is deterministic).
+#[test]
+fn pytorch_script_snapshot() {
+    let model = Model::from_text("edges.net", EDGES).unwrap();
+    let checkpoint = random_checkpoint(&model, None, vec!["a".into(), "b \"quoted\"".into()]);
+    let script = allcnnc::pytorch::script(&model.plan, &checkpoint, "edges.safetensors");
+    insta::assert_snapshot!(script);
 }

@@ -22,6 +22,7 @@ pub enum ExportFormat {
 
 #[derive(Args)]
 pub struct ExportArgs {
+    /// The model (.net file) the checkpoint was trained from
     pub file: PathBuf,
     /// Checkpoint (checkpoint.safetensors or best.safetensors of a run)
     #[arg(long)]
@@ -44,12 +45,14 @@ pub fn export(args: &ExportArgs) -> CliResult {
             write(&args.output, &bytes)?;
             let nodes = proto.graph.as_ref().map_or(0, |graph| graph.node.len());
             println!(
-                "wrote {}: ONNX opset {}, {nodes} nodes, {} bytes; input `{}` N x {} float32 in 0..1, output `{}` N x {}",
+                "wrote {}: ONNX opset {}, {nodes} nodes, {} bytes; input `{}` N x {} x {} x {} float32 in 0..1, output `{}` N x {}",
                 args.output.display(),
                 onnx::export::OPSET,
                 bytes.len(),
                 onnx::export::INPUT,
-                plan.input,
+                plan.input.c,
+                plan.input.h,
+                plan.input.w,
                 onnx::export::OUTPUT,
                 plan.classes
             );

@@ -88,7 +88,7 @@ pub enum ExportError {
         expected: usize,
     },
     #[error(
-        "model `{model}` cannot be one ONNX file: its tensors take {bytes} bytes, more than the {limit} a protobuf message can hold (the largest is `{largest}`, {largest_bytes} bytes); ONNX's external data files are not written"
+        "model `{model}` cannot be one ONNX file: its tensors take {bytes} bytes, over the {limit} one file may hold (a protobuf message is at most 2 GiB, and the graph needs the rest); the largest is `{largest}`, {largest_bytes} bytes. ONNX's external data files are not written"
     )]
     TooLarge {
         model: String,

@@ -170,7 +170,7 @@ impl Writer {
     fn put_layer(&mut self, layer: &Layer) {
         let name = &layer.name;
         let comment = if layer.line > 0 {
-            format!("# {name}: line {}", layer.line)
+            format!("# {name} (line {} of the .net file)", layer.line)
         } else {
             format!("# {name}")
         };
@@ -245,7 +245,7 @@ impl Writer {
             }
             Op::Dropout { p } => {
                 self.put_line(&format!(
-                    "{comment}: dropout {p} is the identity at inference"
+                    "{comment}: dropout {p}, the identity at inference"
                 ));
             }
             Op::Softmax => {
