@@ -4,7 +4,9 @@
 //!
 //! The pipeline, one folder a stage: [`front`] (text to IR), [`ir`] (the
 //! graph), [`passes`] (analysis and rewrites), [`back`] (printers, summary,
-//! lowering to the runtime's plan). [`diagnostic`] renders every error;
+//! lowering to the runtime's plan). [`onnx`] holds ONNX's protobuf messages
+//! and the exporter of trained models, `pytorch` the safetensors and
+//! `MODEL.py` export. [`diagnostic`] renders every error;
 //! `driver` is the one way from a file to a checked model and a running
 //! executor, shared by `cli`, the benches and the tests.
 //!
@@ -22,7 +24,10 @@ pub mod diagnostic;
 pub mod driver;
 pub mod front;
 pub mod ir;
+pub mod onnx;
 pub mod paper;
 pub mod passes;
+#[cfg(feature = "runtime")]
+pub mod pytorch;
 #[cfg(feature = "runtime")]
 pub mod vis;

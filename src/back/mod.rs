@@ -6,11 +6,13 @@
 //! - [`plan`]: lowering to the executable [`::plan::Plan`] (in the contract
 //!   crate `allcnnc-plan`; the runtime runs it);
 //! - [`cuda`]: fused CUDA C kernels and the device plan the runtime's CUDA
-//!   executor runs.
+//!   executor runs;
+//! - [`names`]: unique names for generated code and exported models.
 
 pub mod cuda;
 pub mod dot;
 pub mod json;
+pub mod names;
 pub mod net;
 pub mod plan;
 pub mod summary;

@@ -13,6 +13,7 @@ pub mod args;
 pub mod bench;
 pub mod compile;
 pub mod evaluate;
+pub mod export;
 pub mod flags;
 pub mod precision;
 pub mod train;
@@ -102,6 +103,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// What units respond to: top image patches and their backprop, deconvnet or guided-backprop reconstructions
     Visualize(visualize::VisualizeArgs),
+    /// Write a checkpoint as an ONNX model (preprocessing included) or as PyTorch safetensors with a MODEL.py
+    Export(export::ExportArgs),
 }
 
 /// Runs the command line and returns the process status.
@@ -147,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => evaluate::predict(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Visualize(args) => visualize::visualize(&args),
+        Command::Export(args) => export::export(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -234,6 +234,29 @@ fn shape_text(dims: &[usize]) -> String {
         .join("x")
 }
 
+/// The safetensors bytes of F32 `tensors` (each `dims` and as many values)
+/// with `metadata`: what [`Checkpoint::save`] writes, and what the exports
+/// of other layouts reuse.
+pub fn serialize_f32(
+    tensors: Vec<NamedTensor>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(name, dims, values)| {
+            let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, raw, dims)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, raw, dims)| {
+            TensorView::new(Dtype::F32, dims.clone(), raw).map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, Some(metadata))
+}
+
 impl Checkpoint {
     /// Writes atomically to `path`.
     pub fn save(&self, plan: &Plan, path: &Path) -> Result<(), CheckpointError> {
@@ -280,22 +303,7 @@ impl Checkpoint {
         metadata.insert("seen".into(), p.seen.to_string());
         metadata.insert("seconds".into(), format!("{:e}", p.seconds));
         metadata.insert("best_accuracy".into(), format!("{:e}", p.best_accuracy));
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-            .into_iter()
-            .map(|(name, dims, values)| {
-                let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name, raw, dims)
-            })
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(name, raw, dims)| {
-                let view = TensorView::new(Dtype::F32, dims.clone(), raw)
-                    .expect("sizes agree by construction");
-                (name.clone(), view)
-            })
-            .collect();
-        let data = safetensors::serialize(views, Some(metadata))
+        let data = serialize_f32(tensors, metadata)
             .map_err(|err| write_err(std::io::Error::other(err.to_string())))?;
         let dir = path
             .parent()

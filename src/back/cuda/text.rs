@@ -5,8 +5,8 @@
 //! (floats in Rust's shortest round-trip form), so the source is
 //! deterministic.
 
+use crate::back::names::UniqueNames;
 use plan::{Activation, Window};
-use std::collections::HashSet;
 
 /// A C float literal in Rust's shortest round-trip form (`0.5f`, `1e-5f`).
 pub fn c_float(value: f32) -> String {
@@ -33,19 +33,12 @@ fn identifier(name: &str) -> String {
 /// Unique identifiers for the groups.
 #[derive(Default)]
 pub struct Namer {
-    used: HashSet<String>,
+    names: UniqueNames,
 }
 
 impl Namer {
     pub fn name(&mut self, wanted: &str) -> String {
-        let base = identifier(wanted);
-        let mut name = base.clone();
-        let mut count = 1;
-        while !self.used.insert(name.clone()) {
-            count += 1;
-            name = format!("{base}_{count}");
-        }
-        name
+        self.names.claim(&identifier(wanted))
     }
 }
 

@@ -1,0 +1,92 @@
+//! `allcnnc export`: a checkpoint as an ONNX model, or as PyTorch-layout
+//! safetensors with a generated `MODEL.py`.
+
+use super::CliResult;
+use crate::onnx;
+use crate::pytorch;
+use clap::{Args, ValueEnum};
+use runtime::train::checkpoint::Checkpoint;
+use std::path::{Path, PathBuf};
+
+/// `--format`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One .onnx file (opset 18): N x C x H x W float32 pixels in 0..1 in,
+    /// class probabilities out, the preprocessing inside the graph
+    Onnx,
+    /// Inference weights in PyTorch's OIHW layout, the preprocessing tensors
+    /// and metadata, and beside them MODEL.py, which builds the
+    /// torch.nn.Sequential and loads them
+    Safetensors,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The model (.net file) the checkpoint was trained from
+    pub file: PathBuf,
+    /// Checkpoint (checkpoint.safetensors or best.safetensors of a run)
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The file to write (MODEL.onnx, or MODEL.safetensors with MODEL.py beside it)
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+pub fn export(args: &ExportArgs) -> CliResult {
+    let model = super::model(&args.file)?;
+    let plan = &model.plan;
+    let checkpoint = Checkpoint::load(plan, &args.weights).map_err(|err| err.to_string())?;
+    match args.format {
+        ExportFormat::Onnx => {
+            let proto = onnx::export::export(plan, &checkpoint).map_err(|err| err.to_string())?;
+            let bytes = proto.to_bytes();
+            write(&args.output, &bytes)?;
+            let nodes = proto.graph.as_ref().map_or(0, |graph| graph.node.len());
+            println!(
+                "wrote {}: ONNX opset {}, {nodes} nodes, {} bytes; input `{}` N x {} x {} x {} float32 in 0..1, output `{}` N x {}",
+                args.output.display(),
+                onnx::export::OPSET,
+                bytes.len(),
+                onnx::export::INPUT,
+                plan.input.c,
+                plan.input.h,
+                plan.input.w,
+                onnx::export::OUTPUT,
+                plan.classes
+            );
+        }
+        ExportFormat::Safetensors => {
+            if args.output.extension().is_some_and(|ext| ext == "py") {
+                return Err(format!(
+                    "-o {}: the safetensors file would be overwritten by the MODEL.py written beside it; name it MODEL.safetensors",
+                    args.output.display()
+                )
+                .into());
+            }
+            let bytes = pytorch::safetensors(plan, &checkpoint).map_err(|err| err.to_string())?;
+            let script_path = args.output.with_extension("py");
+            let file_name = args
+                .output
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let script = pytorch::script(plan, &checkpoint, &file_name);
+            write(&args.output, &bytes)?;
+            write(&script_path, script.as_bytes())?;
+            println!(
+                "wrote {} ({} bytes) and {}",
+                args.output.display(),
+                bytes.len(),
+                script_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> CliResult {
+    std::fs::write(path, bytes).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    Ok(())
+}
