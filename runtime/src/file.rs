@@ -5,7 +5,10 @@
 //!   target: `Path::exists` reports all three as "not there";
 //! - [`read_limited`] never holds more than its limit plus one byte, so a
 //!   file that never ends (`/dev/zero`, a FIFO) or a huge one is "too long"
-//!   after a bounded read, not an allocation failure.
+//!   after a bounded read, not an allocation failure;
+//! - [`write_atomically`]: every file allcnnc writes for a user (checkpoints,
+//!   tables, per-image predictions, exports) is whole or absent, never half
+//!   written by an interruption or a full disk.
 
 use std::fs::File;
 use std::io::Read;
@@ -94,6 +97,37 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, File
     Ok(bytes)
 }
 
+/// Writes `path` whole or not at all: `write` fills a temporary file beside
+/// it (`.NAME.tmp`, so a reader listing the folder sees no second `NAME`),
+/// which is synced and renamed over `path`. On any error the temporary file
+/// is removed and `path` keeps what it held.
+pub fn write_atomically<E: From<std::io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<(), E>,
+) -> Result<(), E> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        write(&mut out)?;
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?
+            .sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn too_long(path: &Path, what: &str, limit: u64) -> FileError {
     FileError::TooLong {
         path: path.to_path_buf(),
@@ -123,6 +157,26 @@ mod tests {
         );
         let err = open(&dir.path().join("missing")).unwrap_err();
         assert!(err.to_string().ends_with("missing does not exist"), "{err}");
+    }
+
+    #[test]
+    fn an_atomic_write_is_whole_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table.md");
+        write_atomically(&path, |out| std::io::Write::write_all(out, b"first")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // A writer that fails halfway leaves the old file and no temporary.
+        let failed: Result<(), std::io::Error> = write_atomically(&path, |out| {
+            std::io::Write::write_all(out, b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["table.md"]);
     }
 
     #[test]

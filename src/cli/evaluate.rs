@@ -108,9 +108,8 @@ pub fn eval(args: &EvalArgs) -> CliResult {
     Ok(())
 }
 
-/// Evaluates, writing one JSON line per image into `path` (created or
-/// replaced; written in full before it is renamed into place, so an
-/// interrupted evaluation never leaves half a file).
+/// Evaluates, writing one JSON line per image into `path` (whole or not at
+/// all: an interrupted evaluation never leaves half a file).
 fn write_per_image(
     exec: &mut dyn runtime::backend::Executor,
     test: &Arc<data::Dataset>,
@@ -119,39 +118,44 @@ fn write_per_image(
 ) -> Result<runtime::train::Evaluation, String> {
     use std::io::Write;
     let io = |err: std::io::Error| format!("cannot write {}: {err}", path.display());
-    let partial = path.with_extension("jsonl.partial");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
     let name = |class: usize| test.class_names.get(class).map_or("", String::as_str);
-    // The first write error; later lines are not attempted.
-    let mut failed: Option<std::io::Error> = None;
-    let eval = runtime::train::evaluate_each(exec, test, batch, |index, label, probabilities| {
-        if failed.is_some() {
-            return;
+    // The evaluation's own error, told apart from a write error.
+    let mut eval = Err(String::new());
+    let written = runtime::file::write_atomically(path, |out| {
+        // The first write error; later lines are not attempted.
+        let mut failed: Option<std::io::Error> = None;
+        let result =
+            runtime::train::evaluate_each(exec, test, batch, |index, label, probabilities| {
+                if failed.is_some() {
+                    return;
+                }
+                let predicted = runtime::train::argmax(probabilities);
+                let line = ImageLine {
+                    index,
+                    label,
+                    class: name(label as usize),
+                    predicted,
+                    predicted_class: name(predicted),
+                    correct: predicted == label as usize,
+                    probabilities,
+                };
+                let written = serde_json::to_writer(&mut *out, &line)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                failed = written.err();
+            })
+            .map_err(|e| e.to_string());
+        let evaluated = result.is_ok();
+        eval = result;
+        match failed {
+            Some(err) => Err(err),
+            None if evaluated => Ok(()),
+            // Nothing to keep: the evaluation's error is returned below.
+            None => Err(std::io::Error::other("evaluation failed")),
         }
-        let predicted = runtime::train::argmax(probabilities);
-        let line = ImageLine {
-            index,
-            label,
-            class: name(label as usize),
-            predicted,
-            predicted_class: name(predicted),
-            correct: predicted == label as usize,
-            probabilities,
-        };
-        let written = serde_json::to_writer(&mut out, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        failed = written.err();
-    })
-    .map_err(|e| e.to_string())?;
-    if let Some(err) = failed {
-        return Err(io(err));
-    }
-    out.into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)?;
-    std::fs::rename(&partial, path).map_err(io)?;
+    });
+    let eval = eval?;
+    written.map_err(io)?;
     Ok(eval)
 }
 

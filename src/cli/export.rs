@@ -86,7 +86,9 @@ pub fn export(args: &ExportArgs) -> CliResult {
     Ok(())
 }
 
+/// Writes the file whole or not at all.
 fn write(path: &Path, bytes: &[u8]) -> CliResult {
-    std::fs::write(path, bytes).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    runtime::file::write_atomically(path, |out| std::io::Write::write_all(out, bytes))
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
     Ok(())
 }

@@ -305,27 +305,7 @@ impl Checkpoint {
         metadata.insert("best_accuracy".into(), format!("{:e}", p.best_accuracy));
         let data = serialize_f32(tensors, metadata)
             .map_err(|err| write_err(std::io::Error::other(err.to_string())))?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("checkpoint")
-        ));
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&data)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(err) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(write_err(err));
-        }
-        Ok(())
+        crate::file::write_atomically(path, |out| out.write_all(&data)).map_err(write_err)
     }
 
     /// Reads a checkpoint and checks it against `plan`: the values come

@@ -19,6 +19,7 @@ use crate::driver::Model;
 use clap::Args;
 use runtime::train::run_dir::RunLock;
 use runtime::train::{curves, read_metrics, RunDir, TrainError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -316,12 +317,9 @@ fn write_results(
     Ok(())
 }
 
-/// Writes `text` to a temporary file beside `path`, then renames it, so a
-/// reader (or an interruption) never sees half a table.
+/// Writes `text` whole or not at all, so a reader (or an interruption)
+/// never sees half a table.
 fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    std::fs::write(&partial, text)
-        .and_then(|()| std::fs::rename(&partial, path))
+    runtime::file::write_atomically(path, |out| out.write_all(text.as_bytes()))
         .map_err(|err| format!("cannot write {}: {err}", path.display()).into())
 }
