@@ -34,21 +34,8 @@ const FIT_IMAGES: usize = 2000;
 /// The largest difference of a probability allowed.
 const TOLERANCE: f32 = 1e-5;
 
+mod real_cifar;
 mod skip;
-
-/// The CIFAR-10 JPEG folder, or `None` (a named skip) where it is absent.
-fn cifar_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-jpeg");
-    if dir.join("test").is_dir() {
-        Some(dir)
-    } else {
-        skip::skip(&format!(
-            "{} is absent (scripts/test.sh unpacks it from ../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz)",
-            dir.display()
-        ));
-        None
-    }
-}
 
 fn fashion_dir() -> PathBuf {
     let dir = PathBuf::from(FASHION);
@@ -74,7 +61,7 @@ fn load(dir: &Path) -> Images {
 
 fn cifar() -> Option<&'static Images> {
     static IMAGES: OnceLock<Images> = OnceLock::new();
-    let dir = cifar_dir()?;
+    let dir = real_cifar::jpeg_dir()?;
     Some(IMAGES.get_or_init(|| load(&dir)))
 }
 

@@ -1,6 +1,8 @@
 //! The data set readers on small crafted files (every error case) and, when
 //! installed, on the real Fashion-MNIST and CIFAR-10 JPEG folders.
 
+#[path = "../../tests/real_cifar/mod.rs"]
+mod real_cifar;
 #[path = "../../tests/skip/mod.rs"]
 mod skip;
 
@@ -777,38 +779,6 @@ fn archive_errors_name_the_archive_and_member() {
 
 // ---------------------------------------------------------------- real CIFAR-10 JPEG
 
-/// The real CIFAR-10 images, which `scripts/test.sh` unpacks from the
-/// archive beside the repository (`../shared/data/cifar10-jpeg/`) where
-/// there is one; elsewhere the test is a skip named in its summary.
-fn cifar_jpeg_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/cifar10-jpeg");
-    if dir.join("train").is_dir() {
-        Some(dir)
-    } else {
-        skip::skip(&format!(
-            "{} is absent (unpack cifar10-jpeg.tar.gz into data/cifar10-jpeg)",
-            dir.display()
-        ));
-        None
-    }
-}
-
-/// The archive the CIFAR-10 JPEG folder is unpacked from (see
-/// [`cifar_jpeg_dir`]), where there is one.
-fn cifar_jpeg_archive() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz");
-    if path.is_file() {
-        Some(path)
-    } else {
-        skip::skip(&format!(
-            "{} is absent (the CIFAR-10 JPEG archive beside the repository)",
-            path.display()
-        ));
-        None
-    }
-}
-
 /// The unextracted JPEG archive and an official binary archive (built here
 /// from the same images in the official layout: `cifar-10-batches-bin/`,
 /// five training batches of 10,000 records and one test batch, each record a
@@ -816,7 +786,7 @@ fn cifar_jpeg_archive() -> Option<PathBuf> {
 /// labels as the unpacked folder.
 #[test]
 fn archives_real_cifar10_equal_the_folder() {
-    let (Some(dir), Some(archive)) = (cifar_jpeg_dir(), cifar_jpeg_archive()) else {
+    let (Some(dir), Some(archive)) = (real_cifar::jpeg_dir(), real_cifar::jpeg_archive()) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -896,7 +866,9 @@ fn archives_real_cifar10_equal_the_folder() {
 
 #[test]
 fn folder_real_cifar10_jpeg() {
-    let Some(dir) = cifar_jpeg_dir() else { return };
+    let Some(dir) = real_cifar::jpeg_dir() else {
+        return;
+    };
     let start = std::time::Instant::now();
     let train = data::load(&dir, Split::Train).unwrap();
     eprintln!(
