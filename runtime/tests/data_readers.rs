@@ -7,7 +7,7 @@ mod real_cifar;
 mod skip;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use runtime::data::{self, cifar, folder, idx, DataError, Format, Split};
 

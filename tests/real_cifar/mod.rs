@@ -38,6 +38,7 @@ pub fn jpeg_dir() -> Option<PathBuf> {
 }
 
 /// The JPEG archive the folder is unpacked from.
+#[allow(dead_code)] // data_readers reads it; onnx_export only the folder
 pub fn jpeg_archive() -> Option<PathBuf> {
     let path = repository().join("../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz");
     let present = path.is_file();
