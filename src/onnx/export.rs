@@ -194,18 +194,8 @@ pub fn export_within(
         OUTPUT,
         &[Dim::Symbol(BATCH), Dim::Size(plan.classes)],
     )];
-    let kind = checkpoint
-        .preprocess
-        .as_ref()
-        .map_or("none", |p| p.kind().name());
-    let metadata = [
-        ("model", plan.name.clone()),
-        ("model_hash", plan.model_hash.clone()),
-        (
-            "class_names",
-            serde_json::to_string(&checkpoint.class_names).expect("strings serialise"),
-        ),
-        ("preprocessing", kind.to_string()),
+    let mut metadata = model_metadata(plan, checkpoint);
+    metadata.extend([
         (
             "input",
             format!(
@@ -217,7 +207,7 @@ pub fn export_within(
             "producer",
             format!("allcnnc {}", env!("CARGO_PKG_VERSION")),
         ),
-    ];
+    ]);
     Ok(ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
@@ -237,6 +227,25 @@ pub fn export_within(
             .collect(),
         ..Default::default()
     })
+}
+
+/// The metadata every export carries, as `(key, value)`: `model`,
+/// `model_hash`, `class_names` (a JSON list) and `preprocessing` (its
+/// command-line name, or `none`).
+pub(crate) fn model_metadata(plan: &Plan, checkpoint: &Checkpoint) -> Vec<(&'static str, String)> {
+    let kind = checkpoint
+        .preprocess
+        .as_ref()
+        .map_or("none", |p| p.kind().name());
+    vec![
+        ("model", plan.name.clone()),
+        ("model_hash", plan.model_hash.clone()),
+        (
+            "class_names",
+            serde_json::to_string(&checkpoint.class_names).expect("strings serialise"),
+        ),
+        ("preprocessing", kind.to_string()),
+    ]
 }
 
 /// The checkpoint's parameters fit the plan (a loaded checkpoint always

@@ -54,21 +54,12 @@ pub fn tensors(plan: &Plan, checkpoint: &Checkpoint) -> Result<Vec<NamedTensor>,
 /// The safetensors bytes of [`tensors`] with the metadata of the module doc.
 pub fn safetensors(plan: &Plan, checkpoint: &Checkpoint) -> Result<Vec<u8>, ExportError> {
     let tensors = tensors(plan, checkpoint)?;
-    let mut metadata = HashMap::new();
-    metadata.insert("model".to_string(), plan.name.clone());
-    metadata.insert("model_hash".to_string(), plan.model_hash.clone());
-    metadata.insert(
-        "class_names".to_string(),
-        serde_json::to_string(&checkpoint.class_names).expect("strings serialise"),
-    );
-    let preprocessing = checkpoint.preprocess.as_ref();
-    metadata.insert(
-        "preprocessing".to_string(),
-        preprocessing
-            .map_or("none", |p| p.kind().name())
-            .to_string(),
-    );
-    if let Some(Method::GcnZca { gcn, .. }) = preprocessing.map(|p| &p.method) {
+    let mut metadata: HashMap<String, String> =
+        crate::onnx::export::model_metadata(plan, checkpoint)
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect();
+    if let Some(Method::GcnZca { gcn, .. }) = checkpoint.preprocess.as_ref().map(|p| &p.method) {
         metadata.insert(
             "gcn".to_string(),
             serde_json::to_string(gcn).expect("numbers serialise"),
