@@ -250,23 +250,28 @@ struct ArchiveDir<'a> {
     dir: String,
 }
 
+impl ArchiveDir<'_> {
+    /// The member name of file `name` of this folder.
+    fn member(&self, name: &str) -> String {
+        format!("{}{name}", self.dir)
+    }
+}
+
 impl cifar::Source for ArchiveDir<'_> {
     fn read(&self, name: &str) -> Result<Option<Cow<'_, [u8]>>> {
         Ok(self
             .contents
             .members
-            .get(&format!("{}{name}", self.dir))
+            .get(&self.member(name))
             .map(|bytes| Cow::Borrowed(bytes.as_slice())))
     }
 
     fn exists(&self, name: &str) -> bool {
-        self.contents
-            .members
-            .contains_key(&format!("{}{name}", self.dir))
+        self.contents.members.contains_key(&self.member(name))
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.contents.member_path(&format!("{}{name}", self.dir))
+        self.contents.member_path(&self.member(name))
     }
 
     fn dir(&self) -> PathBuf {
@@ -308,18 +313,18 @@ fn load_folder(
     split: Split,
     limit: Option<usize>,
 ) -> Result<Dataset> {
-    // split -> class -> (file name, member name).
-    type Files<'a> = Vec<(&'a str, &'a String)>;
-    let mut parts: BTreeMap<&str, BTreeMap<&str, Files>> = BTreeMap::new();
+    // split -> class -> member names. `names` is sorted and a class's
+    // members share their prefix, so each list is in file-name order.
+    let mut parts: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
     for name in &contents.names {
-        if let Some((at, part, class, file)) = image_parts(name) {
+        if let Some((at, part, class, _)) = image_parts(name) {
             if at == root {
                 parts
                     .entry(part)
                     .or_default()
                     .entry(class)
                     .or_default()
-                    .push((file, name));
+                    .push(name.clone());
             }
         }
     }
@@ -330,20 +335,17 @@ fn load_folder(
         .or_else(|| parts.get("test"))
         .map(|classes| classes.keys().map(|class| class.to_string()).collect())
         .unwrap_or_default();
-    let Some(split_classes) = parts.get(split_name.as_str()) else {
+    let Some(split_classes) = parts.remove(split_name.as_str()) else {
         return Err(DataError::NoClasses { path: split_dir });
     };
     let mut per_class = Vec::with_capacity(split_classes.len());
-    for (class, files) in split_classes {
+    for (class, names) in split_classes {
         let Some(label) = classes.iter().position(|known| known == class) else {
             return Err(DataError::UnknownClass {
                 path: split_dir.join(class),
                 known: classes.join(", "),
             });
         };
-        let mut files = files.clone();
-        files.sort();
-        let names = files.into_iter().map(|(_, name)| name.clone()).collect();
         per_class.push((label as u32, names));
     }
     let items = folder::interleave(per_class);
