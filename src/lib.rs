@@ -23,6 +23,8 @@ pub mod diagnostic;
 #[cfg(feature = "runtime")]
 pub mod driver;
 pub mod front;
+#[cfg(feature = "runtime")]
+pub mod import;
 pub mod ir;
 pub mod onnx;
 pub mod paper;

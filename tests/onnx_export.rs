@@ -17,10 +17,8 @@
 use allcnnc::driver::{self, Device, Model};
 use allcnnc::onnx::export::{self, ExportError};
 use allcnnc::onnx::proto::ModelProto;
-use runtime::backend::Executor;
-use runtime::cpu::CpuExecutor;
 use runtime::data::{self, Dataset, Preprocess, PreprocessKind, Split};
-use runtime::train::checkpoint::{Checkpoint, Progress};
+use runtime::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -34,8 +32,11 @@ const FIT_IMAGES: usize = 2000;
 /// The largest difference of a probability allowed.
 const TOLERANCE: f32 = 1e-5;
 
+mod random_checkpoint;
 mod real_cifar;
 mod skip;
+
+use random_checkpoint::random_checkpoint;
 
 fn fashion_dir() -> PathBuf {
     let dir = PathBuf::from(FASHION);
@@ -92,25 +93,6 @@ fn fitted(images: &'static Images, kind: PreprocessKind) -> Preprocess {
     );
     cache.push((key, kind, preprocess.clone()));
     preprocess
-}
-
-/// A checkpoint of `model`'s He-normal weights (seed 7) with `preprocess`
-/// and `class_names`.
-fn random_checkpoint(
-    model: &Model,
-    preprocess: Option<Preprocess>,
-    class_names: Vec<String>,
-) -> Checkpoint {
-    let exec = CpuExecutor::new(model.plan.clone(), 7).unwrap();
-    Checkpoint {
-        model_hash: model.plan.model_hash.clone(),
-        model: model.plan.name.clone(),
-        params: exec.read_params().unwrap(),
-        momentum: Vec::new(),
-        preprocess,
-        class_names,
-        progress: Progress::default(),
-    }
 }
 
 /// [`random_checkpoint`] with the data set's class names, saved in `dir`.
@@ -177,7 +159,7 @@ fn check_family(family: &str, model: Model, images: &'static Images, kind: Prepr
         .unwrap();
     let expected = placed.exec.infer(&pixels, n).unwrap();
 
-    let proto = export::export(&model.plan, &loaded).unwrap();
+    let proto = export::export(&model, &loaded).unwrap();
     let bytes = proto.to_bytes();
     let found = run_tract(&bytes, &images.test);
     assert_eq!(found.len(), expected.len());
@@ -242,17 +224,18 @@ fn check_metadata(proto: &ModelProto, model: &Model, checkpoint: &Checkpoint) {
             spec.name
         );
     }
+    // Every layer has its node, dropout too (the identity at inference,
+    // kept so that `allcnnc import` gives the model back whole).
     for layer in &model.plan.layers {
-        let has_node = graph
+        let node = graph
             .node
             .iter()
-            .any(|node| node.name.as_deref() == Some(&layer.name));
-        assert_eq!(
-            has_node,
-            !matches!(layer.op, plan::Op::Dropout { .. }),
-            "node of layer `{}`",
-            layer.name
-        );
+            .find(|node| node.name.as_deref() == Some(&layer.name));
+        let node = node.unwrap_or_else(|| panic!("no node of layer `{}`", layer.name));
+        if matches!(layer.op, plan::Op::Dropout { .. }) {
+            assert_eq!(node.op_type.as_deref(), Some("Dropout"));
+            assert_eq!(node.input.len(), 2, "no training mode: inference");
+        }
     }
     // Encoding and decoding give the same message.
     assert_eq!(&ModelProto::from_bytes(&proto.to_bytes()).unwrap(), proto);
@@ -375,7 +358,7 @@ fn grey_without_preprocessing() {
 fn too_large_is_an_error_naming_the_tensor() {
     let model = bundled("fashion-all-cnn.net");
     let checkpoint = random_checkpoint(&model, None, Vec::new());
-    let err = export::export_within(&model.plan, &checkpoint, 1 << 20).unwrap_err();
+    let err = export::export_within(&model, &checkpoint, 1 << 20).unwrap_err();
     assert!(matches!(err, ExportError::TooLarge { .. }), "{err}");
     let message = err.to_string();
     println!("{message}");
@@ -480,7 +463,7 @@ fn cli_export_both_formats_and_a_wrong_checkpoint() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("opset 18"), "{stdout}");
     let loaded = Checkpoint::load(&model.plan, &weights).unwrap();
-    let expected = export::export(&model.plan, &loaded).unwrap().to_bytes();
+    let expected = export::export(&model, &loaded).unwrap().to_bytes();
     assert_eq!(std::fs::read(&onnx).unwrap(), expected);
 
     let tensors = dir.path().join("fashion.safetensors");

@@ -40,7 +40,7 @@ pub fn export(args: &ExportArgs) -> CliResult {
     let checkpoint = Checkpoint::load(plan, &args.weights).map_err(|err| err.to_string())?;
     match args.format {
         ExportFormat::Onnx => {
-            let proto = onnx::export::export(plan, &checkpoint).map_err(|err| err.to_string())?;
+            let proto = onnx::export::export(&model, &checkpoint).map_err(|err| err.to_string())?;
             let bytes = proto.to_bytes();
             write(&args.output, &bytes)?;
             let nodes = proto.graph.as_ref().map_or(0, |graph| graph.node.len());

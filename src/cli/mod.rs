@@ -15,6 +15,7 @@ pub mod compile;
 pub mod evaluate;
 pub mod export;
 pub mod flags;
+pub mod import;
 pub mod precision;
 pub mod train;
 pub mod visualize;
@@ -105,6 +106,8 @@ pub enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Write a checkpoint as an ONNX model (preprocessing included) or as PyTorch safetensors with a MODEL.py
     Export(export::ExportArgs),
+    /// Read an ONNX model or a Caffe network (and its weights) as a .net file and a checkpoint
+    Import(import::ImportArgs),
 }
 
 /// Runs the command line and returns the process status.
@@ -151,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Visualize(args) => visualize::visualize(&args),
         Command::Export(args) => export::export(&args),
+        Command::Import(args) => import::import(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

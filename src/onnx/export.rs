@@ -39,7 +39,10 @@
 //!   1`, or an explicit `Pad` when a window is clipped or a padding is not
 //!   smaller than the kernel) and the clipped part is excluded from the
 //!   count (`count_include_pad = 0` over only that part);
-//! - dropout is the identity at inference and has no node.
+//! - dropout is a `Dropout` node with its rate as written (`NAME.ratio`,
+//!   float64) and no
+//!   training mode: the identity at inference, as in the runtime; the node
+//!   keeps the layer, so that `allcnnc import` gives the model back whole.
 //!
 //! Invariant: nothing is approximated. A model the exporter cannot write
 //! exactly is an [`ExportError`] naming what; today the only one is size:
@@ -53,6 +56,7 @@ use super::proto::{
     ValueInfoProto,
 };
 use crate::back::names::UniqueNames;
+use crate::driver::Model;
 use plan::{Activation, Layer, Op, Plan, Shape, Window};
 use runtime::data::preprocess::{Gcn, Method, Preprocess, Zca};
 use runtime::train::checkpoint::Checkpoint;
@@ -101,16 +105,27 @@ pub enum ExportError {
 
 /// The ONNX model of `plan` with the weights, preprocessing and class names
 /// of `checkpoint`.
-pub fn export(plan: &Plan, checkpoint: &Checkpoint) -> Result<ModelProto, ExportError> {
-    export_within(plan, checkpoint, MAX_TENSOR_BYTES)
+pub fn export(model: &Model, checkpoint: &Checkpoint) -> Result<ModelProto, ExportError> {
+    export_within(model, checkpoint, MAX_TENSOR_BYTES)
 }
 
 /// [`export`] with another bound on the tensor bytes (tests use a small one).
 pub fn export_within(
-    plan: &Plan,
+    model: &Model,
     checkpoint: &Checkpoint,
     max_tensor_bytes: u64,
 ) -> Result<ModelProto, ExportError> {
+    let plan = &model.plan;
+    // The dropout rates as written (float64; the plan holds float32).
+    let mut rates =
+        model
+            .graph
+            .layers()
+            .into_iter()
+            .filter_map(|id| match model.graph.node(id).op {
+                crate::ir::Op::Dropout { p } => Some(p),
+                _ => None,
+            });
     check_params(plan, checkpoint)?;
     check_size(plan, checkpoint, max_tensor_bytes)?;
     let mut graph = Builder::default();
@@ -142,7 +157,11 @@ pub fn export_within(
                 Vec::new(),
                 layer,
             ),
-            Op::Dropout { .. } => value,
+            Op::Dropout { p } => {
+                let p = rates.next().unwrap_or(f64::from(*p));
+                let ratio = graph.tensor(&format!("{}.ratio", layer.name), &[], Data::F64(&[p]));
+                graph.node("Dropout", &layer.name, &[&value, &ratio], Vec::new(), layer)
+            }
             Op::Softmax => {
                 let flat = graph.node(
                     "Flatten",
@@ -166,20 +185,8 @@ pub fn export_within(
     let mut graph = graph.graph;
     graph.name = Some(plan.name.clone());
     graph.doc_string = Some(format!(
-        "{} (allcnnc): class probabilities of N x {} x {} x {} float32 images with pixels in 0..1{}",
-        plan.name,
-        input.c,
-        input.h,
-        input.w,
-        if plan
-            .layers
-            .iter()
-            .any(|layer| matches!(layer.op, Op::Dropout { .. }))
-        {
-            "; dropout is the identity at inference and has no node"
-        } else {
-            ""
-        }
+        "{} (allcnnc): class probabilities of N x {} x {} x {} float32 images with pixels in 0..1",
+        plan.name, input.c, input.h, input.w,
     ));
     graph.input = vec![tensor_value(
         INPUT,

@@ -1,0 +1,294 @@
+//! `allcnnc import` of ONNX models.
+//!
+//! - A PyTorch model with batch normalisation, max pools and two fully
+//!   connected layers (`tests/import/pytorch/`, made by
+//!   `make_small_cnn.py` with PyTorch's exporter): imported with its
+//!   weights, `allcnnc eval --per-image` on 100 real CIFAR-10 test images
+//!   gives PyTorch's probabilities within 1e-4; its all-conv variant
+//!   derives and checks.
+//! - Every bundled model, exported by `allcnnc export` with random weights
+//!   (and each preprocessing) and imported back: the same signature (so the
+//!   same model hash), bit-identical weights, the same preprocessing.
+//! - Models the language cannot express are refused naming the node.
+
+use allcnnc::driver::Model;
+use allcnnc::import::{onnx, ImportError};
+use allcnnc::onnx::export;
+use prost::Message;
+use runtime::data::preprocess::{Gcn, Method, Preprocess, Zca};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod random_checkpoint;
+use random_checkpoint::random_checkpoint;
+
+const PYTORCH: &str = "tests/import/pytorch";
+/// The largest difference of a probability allowed against PyTorch's.
+const TOLERANCE: f64 = 1e-4;
+
+fn allcnnc(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "allcnnc {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn pytorch_model_imports_and_predicts_what_pytorch_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("small_cnn.net");
+    let weights = dir.path().join("small_cnn.safetensors");
+    let printed = allcnnc(&[
+        "import",
+        &format!("{PYTORCH}/small_cnn.onnx"),
+        "-o",
+        path(&net),
+        "--weights-out",
+        path(&weights),
+    ]);
+    print!("{printed}");
+    let text = std::fs::read_to_string(&net).unwrap();
+    let layers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("    ") && l.contains(':'))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            "features_0: conv 16 3x3",
+            "features_3: maxpool 2x2",
+            "features_4: conv 32 3x3",
+            "features_7: maxpool 2x2",
+            "classifier_1: conv 64 8x8 pad=valid",
+            "classifier_3: conv 10 1x1 act=none",
+            "softmax: softmax",
+        ]
+    );
+    // What was folded and added is in the header.
+    assert_eq!(text.matches("folded into convolution").count(), 2, "{text}");
+    assert!(text.contains("softmax added"), "{text}");
+    // 136,970 in PyTorch, less the 2 x (16 + 32) batch-norm scales and
+    // shifts folded into the convolutions.
+    assert!(printed.contains("136874 parameters"), "{printed}");
+
+    let per_image = dir.path().join("per-image.jsonl");
+    allcnnc(&[
+        "eval",
+        path(&net),
+        "--weights",
+        path(&weights),
+        "--data",
+        &format!("{PYTORCH}/cifar10-100"),
+        "--device",
+        "cpu",
+        "--per-image",
+        path(&per_image),
+    ]);
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{PYTORCH}/small_cnn.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let expected = expected["probabilities"].as_array().unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&per_image)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 100);
+    let mut worst: f64 = 0.0;
+    for row in &rows {
+        let index = row["index"].as_u64().unwrap() as usize;
+        let ours = row["probabilities"].as_array().unwrap();
+        let theirs = expected[index].as_array().unwrap();
+        assert_eq!(ours.len(), 10);
+        for (a, b) in ours.iter().zip(theirs) {
+            worst = worst.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+        }
+    }
+    println!("max |p_allcnnc - p_pytorch| over 100 images x 10 classes = {worst:.3e}");
+    assert!(worst <= TOLERANCE, "{worst}");
+
+    // The all-conv variant of the imported model.
+    let allconv = dir.path().join("small_cnn_allconv.net");
+    let printed = allcnnc(&[
+        "convert",
+        path(&net),
+        "--to",
+        "allconv",
+        "-o",
+        path(&allconv),
+    ]);
+    print!("{printed}");
+    let derived = Model::from_file(&allconv).unwrap();
+    println!(
+        "all-conv variant: {} parameters",
+        derived.graph.total_params()
+    );
+    // Each 2x2 max pool became a 2x2 stride-2 convolution of as many
+    // channels: 16*16*4+16 and 32*32*4+32 more parameters.
+    assert_eq!(derived.graph.total_params(), 136_874 + 1040 + 4128);
+}
+
+fn bundled_models() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("models")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "net"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A preprocessing of each kind for images of `model`, by turns.
+fn preprocess_for(model: &Model, turn: usize) -> Option<Preprocess> {
+    let shape = model.plan.input;
+    let d = shape.len();
+    match turn % 3 {
+        0 => None,
+        1 => Some(Preprocess {
+            shape,
+            method: Method::MeanStd {
+                mean: (0..shape.c).map(|c| 0.4 + 0.01 * c as f32).collect(),
+                std: (0..shape.c).map(|c| 0.2 + 0.02 * c as f32).collect(),
+            },
+        }),
+        // A ZCA matrix over a large input is big; the small ones show it.
+        _ if d > 4096 => None,
+        _ => Some(Preprocess {
+            shape,
+            method: Method::GcnZca {
+                gcn: Gcn::new(55.0),
+                zca: Zca {
+                    bias: 0.0,
+                    fit_images: 0,
+                    mean: (0..d).map(|i| (i % 7) as f32 * 0.01).collect(),
+                    matrix: (0..d * d).map(|i| ((i % 13) as f32 - 6.0) * 1e-3).collect(),
+                },
+            },
+        }),
+    }
+}
+
+#[test]
+fn every_bundled_model_round_trips_through_export_and_import() {
+    let mut kinds = [0; 3];
+    for (turn, file) in bundled_models().into_iter().enumerate() {
+        let model = Model::from_file(&file).unwrap();
+        let preprocess = preprocess_for(&model, turn);
+        let checkpoint = random_checkpoint(&model, preprocess.clone(), Vec::new());
+        let bytes = export::export(&model, &checkpoint).unwrap().encode_to_vec();
+        let imported = onnx::import(&file.display().to_string(), &bytes, None)
+            .unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        let (back, weights) = imported.model("back.net").unwrap();
+        assert_eq!(
+            back.graph.signature(),
+            model.graph.signature(),
+            "{}:\n{}",
+            file.display(),
+            back.source.text
+        );
+        assert_eq!(back.plan.model_hash, model.plan.model_hash);
+        assert_eq!(weights.params.len(), checkpoint.params.len());
+        for (a, b) in weights.params.iter().zip(&checkpoint.params) {
+            assert!(
+                a.iter()
+                    .map(|v| v.to_bits())
+                    .eq(b.iter().map(|v| v.to_bits())),
+                "{}: weights differ",
+                file.display()
+            );
+        }
+        let kind = match (&preprocess, &weights.preprocess) {
+            (None, None) => 0,
+            (Some(a), Some(b)) => {
+                assert_eq!(a.shape, b.shape);
+                match (&a.method, &b.method) {
+                    (Method::MeanStd { .. }, Method::MeanStd { .. }) => {
+                        assert_eq!(a.method, b.method);
+                        1
+                    }
+                    (Method::GcnZca { gcn: g1, zca: z1 }, Method::GcnZca { gcn: g2, zca: z2 }) => {
+                        assert_eq!(g1, g2);
+                        assert_eq!((&z1.mean, &z1.matrix), (&z2.mean, &z2.matrix));
+                        2
+                    }
+                    other => panic!("{}: preprocessing {other:?}", file.display()),
+                }
+            }
+            other => panic!("{}: preprocessing {other:?}", file.display()),
+        };
+        kinds[kind] += 1;
+        println!(
+            "{}: same signature, {} weight tensors bit-identical, preprocessing {}",
+            file.display(),
+            weights.params.len(),
+            ["none", "mean-std", "gcn-zca"][kind]
+        );
+    }
+    assert!(kinds.iter().all(|&k| k > 0), "{kinds:?}");
+}
+
+/// A one-node-changed copy of the PyTorch model, imported.
+fn import_edited(edit: impl FnOnce(&mut allcnnc::onnx::proto::ModelProto)) -> ImportError {
+    let bytes = std::fs::read(format!("{PYTORCH}/small_cnn.onnx")).unwrap();
+    let mut model = allcnnc::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+    edit(&mut model);
+    match onnx::import("edited.onnx", &model.encode_to_vec(), None) {
+        Ok(imported) => panic!("imported:\n{}", imported.text()),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn what_the_language_lacks_is_refused_naming_the_node() {
+    // An operator the language has not.
+    let err = import_edited(|m| {
+        let node = &mut m.graph.as_mut().unwrap().node[2];
+        node.op_type = Some("Sigmoid".into());
+    });
+    let text = err.to_string();
+    assert!(
+        text.contains("node 2") && text.contains("(Sigmoid)"),
+        "{text}"
+    );
+
+    // A branch: the second conv takes the first pool's input.
+    let err = import_edited(|m| {
+        let graph = m.graph.as_mut().unwrap();
+        let earlier = graph.node[2].output[0].clone();
+        graph.node[4].input[0] = earlier;
+    });
+    let text = err.to_string();
+    assert!(
+        text.contains("node 4") && text.contains("only chains"),
+        "{text}"
+    );
+
+    // A grouped convolution.
+    let err = import_edited(|m| {
+        let node = &mut m.graph.as_mut().unwrap().node[0];
+        let group = node
+            .attribute
+            .iter_mut()
+            .find(|a| a.name.as_deref() == Some("group"));
+        group.unwrap().i = Some(3);
+    });
+    assert!(err.to_string().contains("grouped"), "{err}");
+
+    // Not ONNX at all.
+    let err = onnx::import("junk.onnx", b"\xff\xff\xff\xff not protobuf", None).unwrap_err();
+    assert!(err.to_string().contains("not an ONNX model"), "{err}");
+}
