@@ -32,6 +32,7 @@ pub mod onnx;
 
 use crate::back;
 use crate::driver::{DriverError, Model};
+use crate::front::elaborate::MAX_LAYERS;
 use crate::ir::{Activation, Graph, Node, Op, Pad, Rounding};
 use crate::passes::shapes::{axis_out, out_shape};
 use plan::{Padding, Shape};
@@ -127,16 +128,32 @@ pub struct PoolSpec {
 }
 
 impl Builder {
-    /// A builder for a model of `input` images read from `file`.
-    pub fn new(file: impl Into<String>, input: Shape) -> Self {
-        Self {
-            file: file.into(),
+    /// A builder for a model of `input` images read from `file`; each size
+    /// at most the language's largest number (2^24), the image at most 2^32
+    /// values.
+    pub fn new(file: impl Into<String>, input: Shape) -> Result<Self, ImportError> {
+        let file = file.into();
+        let sizes = [input.c, input.h, input.w];
+        let fits = sizes.iter().all(|&s| (1..=MAX_SIZE).contains(&s))
+            && input
+                .c
+                .checked_mul(input.h)
+                .and_then(|v| v.checked_mul(input.w))
+                .is_some_and(|v| v <= 1 << 32);
+        if !fits {
+            return Err(ImportError::Malformed {
+                file,
+                reason: format!("an input of {}x{}x{}: each size must be 1 to {MAX_SIZE} and the image at most 2^32 values", input.c, input.h, input.w),
+            });
+        }
+        Ok(Self {
+            file,
             input,
             layers: Vec::new(),
             notes: Vec::new(),
             names: HashSet::new(),
             flattened: false,
-        }
+        })
     }
 
     /// The shape the next layer sees.
@@ -163,38 +180,6 @@ impl Builder {
         }
     }
 
-    /// A `.net` label from a source name: letters, digits and `_`, not
-    /// starting with a digit, no keyword, unique in the model. Falls back
-    /// to `fallback` (e.g. `conv3`) when nothing usable is left.
-    fn label(&mut self, name: &str, fallback: &str) -> String {
-        let mut label: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let trimmed = label.trim_matches('_').to_string();
-        label = trimmed;
-        while label.contains("__") {
-            label = label.replace("__", "_");
-        }
-        if label.is_empty() {
-            label = fallback.to_string();
-        }
-        if label.starts_with(|c: char| c.is_ascii_digit()) {
-            label = format!("{fallback}_{label}");
-        }
-        if KEYWORDS.contains(&label.as_str()) {
-            label.push('_');
-        }
-        let mut unique = label.clone();
-        let mut n = 2;
-        while self.names.contains(&unique) {
-            unique = format!("{label}_{n}");
-            n += 1;
-        }
-        self.names.insert(unique.clone());
-        unique
-    }
-
     fn push(
         &mut self,
         name: &str,
@@ -203,10 +188,16 @@ impl Builder {
         bias: Option<Vec<f32>>,
         origin: Origin,
     ) -> Result<(), ImportError> {
+        if self.layers.len() >= MAX_LAYERS {
+            return Err(self.unsupported(
+                &origin,
+                format!("more than {MAX_LAYERS} layers, the language's limit"),
+            ));
+        }
         let input = self.shape();
         let out = out_shape(&op, input).map_err(|why| self.unsupported(&origin, why))?;
         let fallback = format!("{}{}", op.name_prefix(), self.layers.len() + 1);
-        let name = self.label(name, &fallback);
+        let name = unique_label(&mut self.names, name, &fallback);
         self.layers.push(Layer {
             name,
             op,
@@ -633,13 +624,47 @@ impl Builder {
     }
 }
 
+/// A `.net` label from a source name: letters, digits and `_`, not
+/// starting with a digit, no keyword, unique among `names` (to which it is
+/// added). Falls back to `fallback` (e.g. `conv3`) when nothing usable is
+/// left.
+fn unique_label(names: &mut HashSet<String>, name: &str, fallback: &str) -> String {
+    let mut label: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    label = label.trim_matches('_').to_string();
+    while label.contains("__") {
+        label = label.replace("__", "_");
+    }
+    if label.is_empty() {
+        label = fallback.to_string();
+    }
+    if label.starts_with(|c: char| c.is_ascii_digit()) {
+        label = format!("{fallback}_{label}");
+    }
+    if KEYWORDS.contains(&label.as_str()) {
+        label.push('_');
+    }
+    let mut unique = label.clone();
+    let mut n = 2;
+    while names.contains(&unique) {
+        unique = format!("{label}_{n}");
+        n += 1;
+    }
+    names.insert(unique.clone());
+    unique
+}
+
+/// The largest size of an input axis: the language's largest whole number.
+const MAX_SIZE: usize = 1 << 24;
+
 /// The language's keywords, which no label may be.
 const KEYWORDS: &[&str] = &["let", "block", "network", "train", "repeat", "use", "in"];
 
 /// A model name for the `.net` text.
 fn label_of(name: &str) -> String {
-    let mut builder = Builder::new("", Shape::new(1, 1, 1));
-    builder.label(name, "imported")
+    unique_label(&mut HashSet::new(), name, "imported")
 }
 
 /// A convolution's padding in the language's words: `same` (the default)

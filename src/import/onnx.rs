@@ -105,7 +105,7 @@ pub fn import(file: &str, bytes: &[u8], input: Option<Shape>) -> Result<Imported
         file,
         constants,
         current: input_name,
-        builder: Builder::new(file, shape),
+        builder: Builder::new(file, shape)?,
         preprocess: None,
         pending_pad: None,
     };
