@@ -28,6 +28,8 @@
 //! language cannot express exactly is an [`ImportError`] naming the node or
 //! layer, its operator and why.
 
+pub mod caffe;
+pub mod from_caffe;
 pub mod onnx;
 
 use crate::back;
@@ -94,6 +96,31 @@ struct Layer {
     out: Shape,
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// Per-channel `factor, offset` folded in (batch norm, Scale), not yet
+    /// applied to `weight` and `bias`.
+    affine: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+impl Layer {
+    /// `weight` and `bias` with the folded per-channel affine map applied.
+    fn folded(mut self) -> Self {
+        if let Some((factor, offset)) = self.affine.take() {
+            let out = factor.len();
+            let per_out = self.weight.len() / out.max(1);
+            if per_out > 0 {
+                for (o, chunk) in self.weight.chunks_mut(per_out).enumerate() {
+                    for w in chunk {
+                        *w = (f64::from(*w) * factor[o]) as f32;
+                    }
+                }
+            }
+            let bias = self.bias.get_or_insert_with(|| vec![0.0; out]);
+            for (o, b) in bias.iter_mut().enumerate() {
+                *b = (f64::from(*b) * factor[o] + offset[o]) as f32;
+            }
+        }
+        self
+    }
 }
 
 /// Builds a network layer by layer from a source's nodes, applying the
@@ -204,6 +231,7 @@ impl Builder {
             out,
             weight,
             bias,
+            affine: None,
         });
         Ok(())
     }
@@ -235,7 +263,9 @@ impl Builder {
                 ),
             ));
         }
-        if weight.len() != out_channels * in_channels * kh * kw || kh == 0 || kw == 0 {
+        // No weights at all: a network read without them (a prototxt).
+        let sized = weight.is_empty() || weight.len() == out_channels * in_channels * kh * kw;
+        if !sized || kh == 0 || kw == 0 || out_channels == 0 {
             return Err(self.unsupported(
                 &origin,
                 format!(
@@ -245,7 +275,7 @@ impl Builder {
             ));
         }
         if let Some(bias) = &bias {
-            if bias.len() != out_channels {
+            if bias.len() != out_channels && !(bias.is_empty() && weight.is_empty()) {
                 return Err(self.unsupported(
                     &origin,
                     format!("{} bias values for {out_channels} outputs", bias.len()),
@@ -281,7 +311,7 @@ impl Builder {
             ));
         }
         let fan_in = input.len();
-        if out == 0 || weight.len() != out * fan_in {
+        if out == 0 || (!weight.is_empty() && weight.len() != out * fan_in) {
             return Err(self.unsupported(
                 &origin,
                 format!(
@@ -461,16 +491,14 @@ impl Builder {
                 format!("{what} that does not follow a convolution (without an activation between) cannot be folded"),
             ));
         };
-        let out = factor.len();
-        let per_out = conv.weight.len() / out.max(1);
-        for (o, chunk) in conv.weight.chunks_mut(per_out).enumerate() {
-            for w in chunk {
-                *w = (f64::from(*w) * factor[o]) as f32;
-            }
-        }
-        let bias = conv.bias.get_or_insert_with(|| vec![0.0; out]);
-        for (o, b) in bias.iter_mut().enumerate() {
-            *b = (f64::from(*b) * factor[o] + offset[o]) as f32;
+        // Composed in float64 with any fold before (batch norm then
+        // Scale) and applied once, so each weight is rounded once.
+        let (f, o) = conv
+            .affine
+            .get_or_insert_with(|| (vec![1.0; factor.len()], vec![0.0; factor.len()]));
+        for c in 0..factor.len() {
+            f[c] *= factor[c];
+            o[c] = o[c] * factor[c] + offset[c];
         }
         if let Op::Conv { bias, .. } = &mut conv.op {
             *bias = true;
@@ -602,6 +630,7 @@ impl Builder {
         let mut graph = Graph::new(label_of(name), self.input, classes);
         let mut weights = Vec::new();
         for layer in self.layers {
+            let layer = layer.folded();
             let mut node = Node::new(layer.name.clone(), layer.op, 0..0);
             node.labelled = true;
             graph.push(node);
@@ -738,7 +767,12 @@ impl Imported {
                 unreachable!("filtered to convolutions");
             };
             let (o, i, kh, kw) = (*out_channels, layer.in_shape.c, window.kh, window.kw);
-            params.push(oihw_to_hwio(weight, o, i, kh, kw));
+            // Empty when the source has no weights (see `has_weights`).
+            params.push(if weight.is_empty() {
+                Vec::new()
+            } else {
+                oihw_to_hwio(weight, o, i, kh, kw)
+            });
             if let Some(bias) = bias {
                 params.push(bias.clone());
             }
