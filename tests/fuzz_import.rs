@@ -3,8 +3,12 @@
 //! Every input goes through the importer and, when it imports, through
 //! [`Imported::model`] (the `.net` text checked by the whole front end and
 //! the checkpoint built). The properties: nothing panics, every input
-//! finishes within [`TIME_LIMIT`]. Each test prints how many inputs ran and
-//! how many imported.
+//! finishes within [`TIME_LIMIT`], every diagnostic points inside the file.
+//! Each test prints how many inputs ran and how many imported.
+//!
+//! Caffe inputs: byte mutations of every prototxt in `tests/import/caffe/`
+//! through the reader and the converter (the reader alone is fuzzed in
+//! `tests/caffe_fuzz.rs`).
 //!
 //! ONNX inputs: random bytes; byte mutations (flips, cuts, splices) of the
 //! PyTorch fixture and of an `allcnnc export` of a small model; and
@@ -15,7 +19,7 @@
 //! `PROPTEST_CASES`.
 
 use allcnnc::driver::Model;
-use allcnnc::import::onnx;
+use allcnnc::import::{from_caffe, onnx};
 use allcnnc::onnx::proto::{AttributeProto, ModelProto};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -330,4 +334,81 @@ fn onnx_structural_mutations_of_the_pytorch_fixture() {
         model.encode_to_vec()
     });
     fuzz("onnx structural mutations", 400, strategy);
+}
+
+/// Imports `bytes` as a Caffe prototxt (3x32x32 images when the file does
+/// not say, LRN dropped) and checks the model; returns whether it imported.
+fn import_caffe(bytes: &[u8]) -> bool {
+    let started = Instant::now();
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let source = allcnnc::diagnostic::Source::new("fuzz.prototxt", text);
+    let drop = vec!["LRN".to_string()];
+    let input = Some(plan::Shape::new(3, 32, 32));
+    let imported = match from_caffe::import(&source, None, input, &drop) {
+        Ok(imported) => {
+            let _ = imported.model("fuzz.net");
+            true
+        }
+        Err(from_caffe::CaffeError::Diagnostics(source, diagnostics)) => {
+            for d in &diagnostics {
+                for label in &d.labels {
+                    assert!(
+                        label.span.end <= source.text.len(),
+                        "a span outside the file"
+                    );
+                }
+            }
+            let _ = allcnnc::diagnostic::render_plain(&source, &diagnostics);
+            false
+        }
+        Err(from_caffe::CaffeError::Import(err)) => {
+            assert!(!err.to_string().is_empty());
+            false
+        }
+    };
+    let elapsed = started.elapsed();
+    assert!(elapsed < TIME_LIMIT, "took {elapsed:?}");
+    imported
+}
+
+#[test]
+fn caffe_conversion_of_mutated_networks() {
+    let files = [
+        "cifar10_quick.prototxt",
+        "cifar10_full.prototxt",
+        "cifar10_quick_train_test.prototxt",
+        "cifar10_full_train_test.prototxt",
+        "nin_cifar10.prototxt",
+    ];
+    let seeds: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(format!("tests/import/caffe/{f}")).unwrap())
+        .collect();
+    // The seeds themselves import.
+    for (file, seed) in files.iter().zip(&seeds) {
+        assert!(import_caffe(seed), "{file}");
+    }
+    let config = Config {
+        cases: cases(600),
+        failure_persistence: None,
+        max_shrink_iters: 500,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let runs = Cell::new((0u64, 0u64));
+    let strategy = any::<Index>().prop_flat_map(move |which| {
+        let seed = seeds[which.index(seeds.len())].clone();
+        mutations(seed)
+    });
+    let result = runner.run(&strategy, |bytes| {
+        let imported = import_caffe(&bytes);
+        let (n, ok) = runs.get();
+        runs.set((n + 1, ok + u64::from(imported)));
+        Ok(())
+    });
+    let (n, ok) = runs.get();
+    println!("fuzz caffe conversion: {n} executions ({ok} imported), no panic");
+    if let Err(err) = result {
+        panic!("fuzz caffe conversion: {err}");
+    }
 }

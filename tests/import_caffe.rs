@@ -337,3 +337,44 @@ layer { name: "b" type: "Convolution" bottom: "data" top: "b" convolution_param 
     };
     assert!(err.contains("--input"), "{err}");
 }
+
+#[test]
+fn the_command_line_shows_the_layer_and_writes_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("full.net");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+            .args(["import", &format!("{DIR}/cifar10_full.prototxt"), "-o"])
+            .arg(&net)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("E0809")
+            && stderr.contains("norm1")
+            && stderr.contains("cifar10_full.prototxt:"),
+        "{stderr}"
+    );
+    assert!(!net.exists(), "nothing written on an error");
+
+    let out = run(&["--drop", "LRN"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&net).unwrap();
+    assert!(text.starts_with("# Imported from"), "{text}");
+    Model::from_file(&net).unwrap();
+    // --weights-out without weights says where to get them.
+    let out = run(&["--drop", "LRN", "--weights-out", "w.safetensors"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--weights X.caffemodel"),
+        "{stderr}"
+    );
+}

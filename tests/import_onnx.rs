@@ -140,6 +140,27 @@ fn pytorch_model_imports_and_predicts_what_pytorch_does() {
     // Each 2x2 max pool became a 2x2 stride-2 convolution of as many
     // channels: 16*16*4+16 and 32*32*4+32 more parameters.
     assert_eq!(derived.graph.total_params(), 136_874 + 1040 + 4128);
+    // The paper's other two variants derive too: Strided (each pool gone,
+    // the convolution before it strided, so the fully connected layer's
+    // 8x8 kernel still covers the map) and ConvPool (a convolution before
+    // each pool).
+    for to in ["strided", "convpool"] {
+        let out = dir.path().join(format!("small_cnn_{to}.net"));
+        print!(
+            "{}",
+            allcnnc(&["convert", path(&net), "--to", to, "-o", path(&out)])
+        );
+        let derived = Model::from_file(&out).unwrap();
+        assert!(
+            derived
+                .graph
+                .nodes()
+                .all(|n| !matches!(n.op, allcnnc::ir::Op::MaxPool { .. }))
+                || to == "convpool",
+            "{to}"
+        );
+        println!("{to} variant: {} parameters", derived.graph.total_params());
+    }
 }
 
 fn bundled_models() -> Vec<PathBuf> {

@@ -80,8 +80,8 @@ pub fn import(
     }
     let file = source.name.clone();
     convert(&file, &net, input, drop, header).map_err(|err| match err {
-        Located::At(span, err) => to_diagnostic(source, span, err),
-        Located::Anywhere(err) => CaffeError::Import(err),
+        Located::At(span, err) => to_diagnostic(source, span, *err),
+        Located::Anywhere(err) => CaffeError::Import(*err),
     })
 }
 
@@ -98,14 +98,14 @@ pub fn import_binary(
         reason: err.to_string(),
     })?;
     convert(file, &net, input, drop, Vec::new()).map_err(|err| match err {
-        Located::At(_, err) | Located::Anywhere(err) => err,
+        Located::At(_, err) | Located::Anywhere(err) => *err,
     })
 }
 
 /// An error and, when the layer came from text, where it is.
 enum Located {
-    At(std::ops::Range<usize>, ImportError),
-    Anywhere(ImportError),
+    At(std::ops::Range<usize>, Box<ImportError>),
+    Anywhere(Box<ImportError>),
 }
 
 fn to_diagnostic(source: &Source, span: std::ops::Range<usize>, err: ImportError) -> CaffeError {
@@ -137,7 +137,7 @@ fn convert(
     drop: &[String],
     mut header: Vec<String>,
 ) -> Result<Imported, Located> {
-    let anywhere = Located::Anywhere;
+    let anywhere = |err: ImportError| Located::Anywhere(Box::new(err));
     let shape = match input {
         Some(shape) => shape,
         None => net_input(net).ok_or_else(|| {
@@ -161,8 +161,8 @@ fn convert(
             layer.kind.clone(),
         );
         let locate = |err: ImportError| match &layer.span {
-            Some(span) => Located::At(span.clone(), err),
-            None => Located::Anywhere(err),
+            Some(span) => Located::At(span.clone(), Box::new(err)),
+            None => Located::Anywhere(Box::new(err)),
         };
         let unsupported = |reason: String| ImportError::Unsupported {
             file: file.to_string(),
@@ -233,7 +233,7 @@ fn convert(
     };
     builder
         .finish(&name, &format!("{file} (Caffe)"), None, Vec::new())
-        .map_err(Located::Anywhere)
+        .map_err(anywhere)
 }
 
 /// The file name without folders and extension.
