@@ -371,3 +371,61 @@ fn what_cannot_be_ablated_is_refused_before_any_work() {
     refused(&model, &recipe, "has no `train { }` section");
     assert!(!out_dir.exists(), "a refused ablation created its folder");
 }
+
+#[test]
+fn a_variant_trains_at_its_own_learning_rate_and_keeps_it() {
+    require_data();
+    let (dir, model) = setup();
+    let out_dir = dir.path().join("ablation");
+    let args = ablate_args(
+        &model,
+        &out_dir,
+        "128",
+        &["--to", "convpool", "--lr-for", "convpool=0.01"],
+    );
+    let err = succeeded(&run(&args));
+    assert!(
+        err.contains("convpool_cnn_c (convpool): a fresh run") && err.contains("lr 0.01"),
+        "{err}"
+    );
+    let lr_file =
+        |name: &str| std::fs::read_to_string(out_dir.join(name).join("ablate-lr.txt")).unwrap();
+    assert_eq!(lr_file("convpool_cnn_c").trim(), "0.01");
+    assert_eq!(lr_file("model_c").trim(), "0.05", "the recipe's rate");
+    let table = read_json(&out_dir.join("table.json"));
+    let lrs: Vec<f64> = table["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs, [0.05, 0.01]);
+    // The first epoch's rate is the variant's (cosine from 0.01).
+    let metrics = read_metrics(&out_dir.join("convpool_cnn_c").join("metrics.jsonl"));
+    assert!(metrics[0].lr <= 0.01 + 1e-12, "{}", metrics[0].lr);
+
+    // A finished model keeps the rate it trained at in the table.
+    let mut other = args.clone();
+    let at = other.iter().position(|a| a == "convpool=0.01").unwrap();
+    other[at] = "convpool=0.02".into();
+    succeeded(&run(&other));
+    let table = read_json(&out_dir.join("table.json"));
+    assert_eq!(table["models"][1]["lr"].as_f64(), Some(0.01));
+    assert!(std::fs::read_to_string(out_dir.join("table.md"))
+        .unwrap()
+        .contains("| 0.01 |"));
+
+    // No such variant.
+    let out = run(&ablate_args(
+        &model,
+        &out_dir,
+        "128",
+        &["--lr-for", "pooled=0.1"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("one of base, strided, convpool, allconv"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -43,12 +43,47 @@ pub struct AblateArgs {
     /// Train every model under the `train` section of this .net file instead of the base file's
     #[arg(long)]
     pub recipe: Option<PathBuf>,
+    /// A learning rate for one model, as the paper chose one per model
+    /// (from 0.25, 0.1, 0.05, 0.01): VARIANT=LR with VARIANT one of base,
+    /// strided, convpool, allconv; repeatable. It applies to a fresh run of
+    /// that model: remove the model's run folder to retrain it at another
+    /// rate
+    #[arg(long = "lr-for", value_name = "VARIANT=LR", value_parser = parse_lr_for)]
+    pub lr_for: Vec<(String, f64)>,
     #[command(flatten)]
     pub run: RunFlags,
     /// Print table.json on stdout at the end
     #[arg(long)]
     pub json: bool,
 }
+
+/// `VARIANT=LR` of `--lr-for`.
+fn parse_lr_for(text: &str) -> Result<(String, f64), String> {
+    let (variant, lr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not VARIANT=LR (e.g. convpool=0.01)"))?;
+    let variant = variant.trim();
+    if !VARIANTS.contains(&variant) {
+        return Err(format!(
+            "`{variant}` is no variant: one of {}",
+            VARIANTS.join(", ")
+        ));
+    }
+    let lr: f64 = lr
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{lr}` is not a learning rate"))?;
+    if !plan::recipe::ranges::learning_rate(lr) {
+        return Err(format!(
+            "a learning rate of {lr}: it must be {}",
+            plan::recipe::ranges::LEARNING_RATE
+        ));
+    }
+    Ok((variant.to_string(), lr))
+}
+
+/// The words of the base and the variants, as the table writes them.
+const VARIANTS: &[&str] = &["base", "strided", "convpool", "allconv"];
 
 /// One model of the ablation.
 struct Entry {
@@ -120,6 +155,26 @@ pub fn ablate(args: &AblateArgs) -> CliResult {
         models: Vec::new(),
     };
     let count = entries.len();
+    // Each model's rate: the one its run started at (recorded in its
+    // folder), else the one it is given now; a run is never continued at
+    // another rate than it started at.
+    let mut lrs = Vec::new();
+    for (entry, claim) in entries.iter().zip(&claimed) {
+        let wanted = recipe_of(&recipe, &args.lr_for, entry.variant).lr;
+        let lr = match (claim.status, recorded_lr(&claim.run)) {
+            (Status::Resume, Some(started)) if started != wanted => {
+                return Err(format!(
+                    "{} started at learning rate {started}, not {wanted}: remove {} to train it at {wanted}, or continue it at {started}",
+                    entry.model.plan.name,
+                    claim.run.dir.display()
+                )
+                .into());
+            }
+            (Status::Done { .. }, Some(started)) => started,
+            _ => wanted,
+        };
+        lrs.push(lr);
+    }
     // When continuing, the first model trained says how long the skipping
     // and loading took.
     let mut first_trained = continuing;
@@ -138,12 +193,13 @@ pub fn ablate(args: &AblateArgs) -> CliResult {
             Status::Fresh => "a fresh run",
         };
         eprintln!(
-            "[{}/{count}] {name} ({}): {what} in {}",
+            "[{}/{count}] {name} ({}): {what} in {}, lr {}",
             index + 1,
             entry.variant,
-            claim.run.dir.display()
+            claim.run.dir.display(),
+            lrs[index]
         );
-        write_net(&claim.run, entry)?;
+        write_net(&claim.run, entry, lrs[index])?;
         let mut training_starts = || {
             if std::mem::take(&mut first_trained) {
                 eprintln!(
@@ -154,14 +210,17 @@ pub fn ablate(args: &AblateArgs) -> CliResult {
         };
         let session = Session {
             model: &entry.model,
-            recipe: recipe.clone(),
+            recipe: runtime::train::Recipe {
+                lr: lrs[index],
+                ..recipe.clone()
+            },
             flags: &args.run,
             run: RunDir::new(&claim.run.dir),
             resume: claim.status == Status::Resume,
             training_starts: &mut training_starts,
         };
         let ended = session.run();
-        write_results(&mut table, &entries, &claimed, &args.out)?;
+        write_results(&mut table, &entries, &claimed, &args.out, &lrs)?;
         match ended? {
             Ended::Interrupted(TrainError::Interrupted { epoch, batch }) => {
                 return Err(format!(
@@ -184,7 +243,7 @@ pub fn ablate(args: &AblateArgs) -> CliResult {
             .into());
         }
     }
-    write_results(&mut table, &entries, &claimed, &args.out)?;
+    write_results(&mut table, &entries, &claimed, &args.out, &lrs)?;
     eprintln!(
         "ablation done in {:.1}s: wrote {}",
         started.elapsed().as_secs_f64(),
@@ -277,10 +336,24 @@ fn say_what_is_left(entries: &[Entry], claimed: &[Claimed], out: &Path) {
 
 /// The model's `.net` text beside its run, for `eval`, `predict` and
 /// `visualize` of its checkpoints.
-fn write_net(run: &RunDir, entry: &Entry) -> Result<(), Failure> {
+fn write_net(run: &RunDir, entry: &Entry, lr: f64) -> Result<(), Failure> {
     let path = run.dir.join(format!("{}.net", entry.model.plan.name));
     std::fs::write(&path, &entry.model.source.text)
-        .map_err(|err| format!("cannot write {}: {err}", path.display()).into())
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    write_atomically(&run.dir.join(LR_FILE), &format!("{lr}\n"))
+}
+
+/// The file of a model's run folder that holds the learning rate its run
+/// started at.
+const LR_FILE: &str = "ablate-lr.txt";
+
+/// The learning rate a model's run started at, when recorded.
+fn recorded_lr(run: &RunDir) -> Option<f64> {
+    std::fs::read_to_string(run.dir.join(LR_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Rewrites `table.md`, `table.json` and `curves.png` from every model's
@@ -290,6 +363,7 @@ fn write_results(
     entries: &[Entry],
     claimed: &[Claimed],
     out: &Path,
+    lrs: &[f64],
 ) -> Result<(), Failure> {
     let histories: Vec<(String, Vec<_>)> = entries
         .iter()
@@ -304,8 +378,9 @@ fn write_results(
     table.models = entries
         .iter()
         .zip(&histories)
-        .filter_map(|(entry, (_, history))| {
-            Row::new(entry.variant, &entry.model.graph, history, table.epochs)
+        .zip(lrs)
+        .filter_map(|((entry, (_, history)), &lr)| {
+            Row::new(entry.variant, &entry.model.graph, lr, history, table.epochs)
         })
         .collect();
     write_atomically(&out.join("table.md"), &table.markdown())?;
@@ -315,6 +390,20 @@ fn write_results(
         eprintln!("could not draw curves: {err}");
     }
     Ok(())
+}
+
+/// The recipe of one variant: the shared one, at the learning rate
+/// `--lr-for` gives it.
+fn recipe_of(
+    recipe: &runtime::train::Recipe,
+    lr_for: &[(String, f64)],
+    variant: &str,
+) -> runtime::train::Recipe {
+    let mut recipe = recipe.clone();
+    if let Some((_, lr)) = lr_for.iter().rev().find(|(v, _)| v == variant) {
+        recipe.lr = *lr;
+    }
+    recipe
 }
 
 /// Writes `text` whole or not at all, so a reader (or an interruption)

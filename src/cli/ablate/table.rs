@@ -34,6 +34,9 @@ pub struct Row {
     pub parameters: u64,
     /// Multiply-accumulates of one image's forward pass.
     pub macs: u64,
+    /// The learning rate of its recipe (the peak of its schedule): the
+    /// recipe's, or the one `--lr-for` gave this variant.
+    pub lr: f64,
     pub epochs_run: u32,
     /// Whether every epoch of the recipe has run.
     pub finished: bool,
@@ -54,7 +57,13 @@ pub struct Row {
 impl Row {
     /// The row of `graph`'s run, from its metrics; `None` before its first
     /// epoch.
-    pub fn new(variant: &str, graph: &Graph, history: &[EpochMetrics], epochs: u32) -> Option<Row> {
+    pub fn new(
+        variant: &str,
+        graph: &Graph,
+        lr: f64,
+        history: &[EpochMetrics],
+        epochs: u32,
+    ) -> Option<Row> {
         let last = history.last()?;
         let error = |m: &EpochMetrics| 100.0 * (1.0 - m.test_accuracy);
         // The first epoch of the best accuracy, as the trainer's
@@ -74,6 +83,7 @@ impl Row {
             variant: variant.to_string(),
             parameters: graph.total_params(),
             macs: graph.total_macs(),
+            lr,
             epochs_run: last.epoch,
             finished: last.epoch >= epochs,
             final_test_error_percent: error(last),
@@ -96,25 +106,26 @@ impl Table {
         let _ = writeln!(text, "# Ablation of `{base}` ({})\n", self.base);
         let _ = writeln!(
             text,
-            "Every model trained on {} with seed {} (same data order) under the recipe of {}, {} epochs. \
+            "Every model trained on {} with seed {} (same data order) under the recipe of {}, {} epochs, at the learning rate of its row. \
              Errors are test errors in percent; the paper's (Table 3) are CIFAR-10 without augmentation after 350 epochs.\n",
             self.data, self.seed, self.recipe, self.epochs
         );
         text.push_str(
-            "| model | variant | parameters | MACs | epochs | final error % | best error % (epoch) | train time (s) | train images/s | paper error % | paper parameters |\n",
+            "| model | variant | parameters | MACs | lr | epochs | final error % | best error % (epoch) | train time (s) | train images/s | paper error % | paper parameters |\n",
         );
-        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        text.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.models {
             let paper_error = row
                 .paper_test_error_percent
                 .map_or("-".to_string(), |e| format!("{e:.2}"));
             let _ = writeln!(
                 text,
-                "| {} | {} | {} | {} | {}/{} | {:.2} | {:.2} ({}) | {:.1} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {}/{} | {:.2} | {:.2} ({}) | {:.1} | {:.0} | {} | {} |",
                 row.model,
                 row.variant,
                 thousands(row.parameters),
                 thousands(row.macs),
+                row.lr,
                 row.epochs_run,
                 self.epochs.max(row.epochs_run),
                 row.final_test_error_percent,
@@ -160,7 +171,7 @@ mod tests {
     #[test]
     fn a_row_reads_the_runs_metrics() {
         let history = [epoch(1, 0.5), epoch(2, 0.8), epoch(3, 0.8), epoch(4, 0.75)];
-        let row = Row::new("base", &graph("tiny"), &history, 5).unwrap();
+        let row = Row::new("base", &graph("tiny"), 0.1, &history, 5).unwrap();
         assert_eq!((row.epochs_run, row.finished), (4, false));
         assert!((row.final_test_error_percent - 25.0).abs() < 1e-9);
         assert!((row.best_test_error_percent - 20.0).abs() < 1e-9);
@@ -169,16 +180,16 @@ mod tests {
         // (100 + 200 + 300 + 400) images/s x 2 s over 8 s.
         assert!((row.train_images_per_s - 250.0).abs() < 1e-9);
         assert_eq!(row.parameters, 4 * 9 + 4 + 2 * 4 + 2);
-        assert_eq!(Row::new("base", &graph("tiny"), &[], 5), None);
+        assert_eq!(Row::new("base", &graph("tiny"), 0.1, &[], 5), None);
     }
 
     #[test]
     fn paper_figures_only_for_the_papers_models() {
         let history = [epoch(1, 0.5)];
-        let ours = Row::new("allconv", &graph("all_cnn_tiny"), &history, 1).unwrap();
+        let ours = Row::new("allconv", &graph("all_cnn_tiny"), 0.1, &history, 1).unwrap();
         assert_eq!(ours.paper_test_error_percent, None);
         assert_eq!(ours.paper_parameters, None);
-        let papers = Row::new("allconv", &graph("all_cnn_c"), &history, 1).unwrap();
+        let papers = Row::new("allconv", &graph("all_cnn_c"), 0.01, &history, 1).unwrap();
         assert_eq!(papers.paper_test_error_percent, Some(9.08));
         assert_eq!(papers.paper_parameters.as_deref(), Some("1.4M"));
         assert!(papers.finished);
@@ -197,6 +208,7 @@ mod tests {
             "{markdown}"
         );
         assert!(markdown.contains("| 9.08 | 1.4M |"), "{markdown}");
+        assert!(markdown.contains("| 0.01 | 1/1 |"), "{markdown}");
         assert!(markdown.contains("| - | - |"), "{markdown}");
         let json: serde_json::Value = serde_json::from_str(&table.json()).unwrap();
         assert_eq!(
