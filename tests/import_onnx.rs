@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod random_checkpoint;
+mod real_cifar;
+mod skip;
 use random_checkpoint::random_checkpoint;
 
 const PYTORCH: &str = "tests/import/pytorch";
@@ -45,8 +47,9 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn pytorch_model_imports_and_predicts_what_pytorch_does() {
+/// `allcnnc import` of the PyTorch fixture into a temporary folder: the
+/// folder, the `.net` file, the weights and what the command printed.
+fn import_fixture() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let net = dir.path().join("small_cnn.net");
     let weights = dir.path().join("small_cnn.safetensors");
@@ -58,6 +61,12 @@ fn pytorch_model_imports_and_predicts_what_pytorch_does() {
         "--weights-out",
         path(&weights),
     ]);
+    (dir, net, weights, printed)
+}
+
+#[test]
+fn pytorch_model_imports_and_predicts_what_pytorch_does() {
+    let (dir, net, weights, printed) = import_fixture();
     print!("{printed}");
     let text = std::fs::read_to_string(&net).unwrap();
     let layers: Vec<&str> = text
@@ -312,4 +321,74 @@ fn what_the_language_lacks_is_refused_naming_the_node() {
     // Not ONNX at all.
     let err = onnx::import("junk.onnx", b"\xff\xff\xff\xff not protobuf", None).unwrap_err();
     assert!(err.to_string().contains("not an ONNX model"), "{err}");
+}
+
+/// The percentage after the first `word` that follows `after` in `text`.
+fn accuracy_in(text: &str, after: &str, word: &str) -> f64 {
+    let find = |from: usize, what: &str| {
+        from + text[from..]
+            .find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in {text}"))
+            + what.len()
+    };
+    let at = find(find(0, after), word);
+    let rest = &text[at..];
+    let end = rest.find('%').unwrap();
+    rest[..end].trim().parse().unwrap()
+}
+
+#[test]
+fn imported_weights_fine_tune() {
+    let Some(cifar) = real_cifar::jpeg_dir() else {
+        return;
+    };
+    let (dir, net, weights, _) = import_fixture();
+    let data = path(&cifar);
+    let eval = Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+        .args([
+            "eval",
+            path(&net),
+            "--weights",
+            path(&weights),
+            "--data",
+            data,
+        ])
+        .args(["--limit", "500", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let eval = String::from_utf8_lossy(&eval.stdout).into_owned();
+    let before = accuracy_in(&eval, "test images", "accuracy ");
+    // At a negligible rate the run's first evaluation is the weights'
+    // own: they were loaded, with their preprocessing (none), not refitted.
+    let run = |lr: &str, out: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+            .args([
+                "train",
+                path(&net),
+                "--weights",
+                path(&weights),
+                "--data",
+                data,
+            ])
+            .args(["--limit", "2000", "--test-limit", "500", "--epochs", "1"])
+            .args(["--lr", lr, "--device", "cpu", "--out"])
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("starting from the weights of") && stderr.contains("(none)"),
+            "{stderr}"
+        );
+        accuracy_in(&stderr, "test loss", " acc ")
+    };
+    let still = run("1e-7", "still");
+    let tuned = run("0.01", "tuned");
+    println!("imported weights: {before:.2}% on 500 test images; after an epoch at lr 1e-7: {still:.2}%; at lr 0.01: {tuned:.2}%");
+    assert!((still - before).abs() <= 0.5, "{still} vs {before}");
+    assert!(
+        tuned > before,
+        "fine-tuning on 2,000 images did not help: {tuned} vs {before}"
+    );
 }

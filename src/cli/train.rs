@@ -15,7 +15,7 @@ use runtime::data::{Preprocess, PreprocessKind, Split};
 use runtime::train::checkpoint::{Checkpoint, Progress};
 use runtime::train::run_dir::RunLock;
 use runtime::train::{EpochMetrics, Init, Observer, Recipe, RunDir, TrainError, Trainer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -36,6 +36,12 @@ pub struct TrainArgs {
     /// checkpoints, metrics and curves
     #[arg(long)]
     pub overwrite: bool,
+    /// Fine-tune: start from these weights (a checkpoint of this model, e.g.
+    /// one that `allcnnc import --weights-out` wrote) instead of a fresh
+    /// initialisation, with their preprocessing (none where they have
+    /// none) rather than the recipe's; the optimizer starts afresh
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    pub weights: Option<PathBuf>,
 }
 
 /// What `train` and `ablate` share: the data, the overrides of the
@@ -216,6 +222,7 @@ pub fn train(args: &TrainArgs) -> CliResult {
         flags: &args.run,
         run,
         resume: args.resume,
+        start_from: args.weights.as_deref(),
         training_starts: &mut || {},
     };
     match session.run()? {
@@ -236,6 +243,9 @@ pub(super) struct Session<'a> {
     /// Continue from the folder's checkpoint (else a fresh run, which
     /// removes the folder's earlier run once it can start).
     pub resume: bool,
+    /// A fresh run's starting weights (fine-tuning), else the recipe's
+    /// initialisation.
+    pub start_from: Option<&'a Path>,
     /// Called once everything is loaded, right before the first batch.
     pub training_starts: &'a mut dyn FnMut(),
 }
@@ -258,6 +268,7 @@ impl Session<'_> {
             flags,
             run,
             resume,
+            start_from,
             training_starts,
         } = self;
         let plan = &model.plan;
@@ -318,8 +329,35 @@ impl Session<'_> {
         } else {
             let kind = recipe.preprocess;
             let started = Instant::now();
-            let preprocess = Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?;
-            if kind != PreprocessKind::None {
+            let pretrained = match start_from {
+                Some(path) => {
+                    let checkpoint = Checkpoint::load(plan, path)
+                        .map_err(|err| Failure::Message(err.to_string()))?;
+                    checkpoint
+                        .check_class_names(path, &flags.data, &train_set.class_names)
+                        .map_err(|err| Failure::Message(err.to_string()))?;
+                    exec.write_params(&checkpoint.params)
+                        .map_err(|err| err.to_string())?;
+                    // The weights were made for their preprocessing, or
+                    // for the images as they are (none).
+                    let preprocess = checkpoint
+                        .preprocess
+                        .unwrap_or_else(|| Preprocess::identity(plan.input));
+                    eprintln!(
+                        "starting from the weights of {} and their preprocessing ({})",
+                        path.display(),
+                        preprocess.kind().name()
+                    );
+                    Some(preprocess)
+                }
+                None => None,
+            };
+            let kept = pretrained.is_some();
+            let preprocess = match pretrained {
+                Some(preprocess) => preprocess,
+                None => Preprocess::fit(kind, &train_set).map_err(|e| e.to_string())?,
+            };
+            if !kept && kind != PreprocessKind::None {
                 eprintln!(
                     "preprocessing {} fitted in {:.1}s",
                     kind.name(),
@@ -340,7 +378,7 @@ impl Session<'_> {
         preprocess
             .apply_dataset(&mut test_set)
             .map_err(|e| e.to_string())?;
-        if !resume && recipe.init == Init::Lsuv {
+        if !resume && start_from.is_none() && recipe.init == Init::Lsuv {
             let started = Instant::now();
             let (n, scales) = driver::calibrate(exec.as_mut(), &train_set).map_err(report)?;
             let factors: Vec<String> = scales

@@ -217,6 +217,7 @@ pub fn ablate(args: &AblateArgs) -> CliResult {
             flags: &args.run,
             run: RunDir::new(&claim.run.dir),
             resume: claim.status == Status::Resume,
+            start_from: None,
             training_starts: &mut training_starts,
         };
         let ended = session.run();
