@@ -392,3 +392,221 @@ fn imported_weights_fine_tune() {
         "fine-tuning on 2,000 images did not help: {tuned} vs {before}"
     );
 }
+
+/// Hand-made ONNX models for the review's cases (one chain of nodes on a
+/// `1 x C x H x W` input `x`, float constants by name).
+mod tiny {
+    use allcnnc::onnx::proto::{
+        tensor_shape_proto::{dimension, Dimension},
+        type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+        TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    use prost::Message;
+
+    pub fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(1),
+            float_data: data,
+            ..Default::default()
+        }
+    }
+
+    pub fn ints(name: &str, data: Vec<i64>) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            dims: vec![data.len() as i64],
+            data_type: Some(7),
+            int64_data: data,
+            ..Default::default()
+        }
+    }
+
+    pub fn node(
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<(&str, Vec<i64>)>,
+    ) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            name: Some(output.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs
+                .into_iter()
+                .map(|(name, v)| {
+                    // One value is an INT attribute, except those that
+                    // are always lists.
+                    let list = v.len() != 1 || ["pads", "kernel_shape", "strides"].contains(&name);
+                    AttributeProto {
+                        name: Some(name.into()),
+                        r#type: Some(if list { 7 } else { 2 }),
+                        i: (!list).then(|| v[0]),
+                        ints: if list { v } else { Vec::new() },
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The model's bytes: input `x` of `dims`, the output of the last node.
+    pub fn model(dims: &[i64], init: Vec<TensorProto>, nodes: Vec<NodeProto>) -> Vec<u8> {
+        let out = nodes.last().unwrap().output[0].clone();
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(18),
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer: init,
+                input: vec![value("x", dims)],
+                output: vec![value(&out, &[])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+fn text_of(bytes: &[u8]) -> Result<String, String> {
+    onnx::import("tiny.onnx", bytes, None)
+        .map(|imported| imported.text())
+        .map_err(|err| err.to_string())
+}
+
+#[test]
+fn pads_fold_into_the_layer_after_them_or_are_refused() {
+    use tiny::*;
+    let w = floats("w", &[2, 1, 3, 3], vec![0.1; 18]);
+    let pads = ints("p", vec![0, 0, 1, 1, 0, 0, 1, 1]);
+    // Pad -> Conv: the convolution's own padding (`same` for 3x3).
+    let bytes = model(
+        &[1, 1, 6, 6],
+        vec![w.clone(), pads.clone()],
+        vec![
+            node("Pad", &["x", "p"], "padded", vec![]),
+            node("Conv", &["padded", "w"], "c", vec![]),
+            node("GlobalAveragePool", &["c"], "g", vec![]),
+        ],
+    );
+    let text = text_of(&bytes).unwrap();
+    assert!(
+        text.contains(": conv 2 3x3 act=none bias=false\n"),
+        "{text}"
+    );
+    // Pad -> Pad: refused.
+    let bytes = model(
+        &[1, 1, 6, 6],
+        vec![pads.clone()],
+        vec![
+            node("Pad", &["x", "p"], "a", vec![]),
+            node("Pad", &["a", "p"], "b", vec![]),
+            node(
+                "AveragePool",
+                &["b"],
+                "c",
+                vec![("kernel_shape", vec![2, 2]), ("strides", vec![2, 2])],
+            ),
+        ],
+    );
+    assert!(text_of(&bytes).unwrap_err().contains("a second pad"));
+    // Pad -> Relu: the pad does not reach a pool or convolution.
+    let bytes = model(
+        &[1, 1, 6, 6],
+        vec![pads.clone()],
+        vec![
+            node("Pad", &["x", "p"], "a", vec![]),
+            node("Relu", &["a"], "b", vec![]),
+        ],
+    );
+    assert!(text_of(&bytes)
+        .unwrap_err()
+        .contains("no pool or convolution follows"));
+    // Pad -> AveragePool 3/2 (floor) on 4x4: ONNX gives 2x2; the import
+    // must too (not Caffe's 3x3).
+    let bytes = model(
+        &[1, 1, 4, 4],
+        vec![pads, w],
+        vec![
+            node("Pad", &["x", "p"], "a", vec![]),
+            node(
+                "AveragePool",
+                &["a"],
+                "b",
+                vec![("kernel_shape", vec![3, 3]), ("strides", vec![2, 2])],
+            ),
+            node("GlobalAveragePool", &["b"], "g", vec![]),
+        ],
+    );
+    let imported = onnx::import("tiny.onnx", &bytes, None).unwrap();
+    let (model, _) = imported.model("tiny.net").unwrap();
+    let pool = model.graph.signature().layers[0].clone();
+    assert_eq!(
+        pool.out_shape.map(|s| (s.h, s.w)),
+        Some((2, 2)),
+        "{}",
+        imported.text()
+    );
+}
+
+#[test]
+fn matmul_and_add_and_the_softmax_axis() {
+    use tiny::*;
+    // Flatten -> MatMul -> Add: a fully connected layer with its bias.
+    let bytes = model(
+        &[1, 2, 2, 2],
+        vec![
+            floats("m", &[8, 3], (0..24).map(|i| i as f32 * 0.01).collect()),
+            floats("b", &[3], vec![0.5, -0.5, 1.0]),
+        ],
+        vec![
+            node("Flatten", &["x"], "f", vec![("axis", vec![1])]),
+            node("MatMul", &["f", "m"], "y", vec![]),
+            node("Add", &["y", "b"], "z", vec![]),
+            node("Softmax", &["z"], "p", vec![]),
+        ],
+    );
+    let imported = onnx::import("tiny.onnx", &bytes, None).unwrap();
+    let (_, weights) = imported.model("tiny.net").unwrap();
+    assert_eq!(weights.params[1], [0.5, -0.5, 1.0], "the Add is the bias");
+    // GAP -> Softmax over the last axis (opset 18's default) of a 4-D
+    // value: that is W, not the classes.
+    let bytes = model(
+        &[1, 3, 4, 4],
+        vec![],
+        vec![
+            node("GlobalAveragePool", &["x"], "g", vec![]),
+            node("Softmax", &["g"], "p", vec![]),
+        ],
+    );
+    assert!(text_of(&bytes).unwrap_err().contains("only the class axis"));
+}

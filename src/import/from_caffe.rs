@@ -72,14 +72,22 @@ pub fn import(
             file: name.to_string(),
             reason: err.to_string(),
         })?;
-        caffe::attach_weights(&mut net, model).map_err(|err| ImportError::Malformed {
-            file: name.to_string(),
-            reason: err.to_string(),
-        })?;
+        let report =
+            caffe::attach_weights(&mut net, model).map_err(|err| ImportError::Malformed {
+                file: name.to_string(),
+                reason: err.to_string(),
+            })?;
         header.push(format!("weights from {name}"));
+        if !report.unused.is_empty() {
+            header.push(format!(
+                "layers of {name} with no layer of their name in the prototxt, not used: {}",
+                report.unused.join(", ")
+            ));
+        }
     }
     let file = source.name.clone();
-    convert(&file, &net, input, drop, header).map_err(|err| match err {
+    let weights_given = weights.is_some();
+    convert(&file, &net, input, drop, header, weights_given).map_err(|err| match err {
         Located::At(span, err) => to_diagnostic(source, span, *err),
         Located::Anywhere(err) => CaffeError::Import(*err),
     })
@@ -97,7 +105,7 @@ pub fn import_binary(
         file: file.to_string(),
         reason: err.to_string(),
     })?;
-    convert(file, &net, input, drop, Vec::new()).map_err(|err| match err {
+    convert(file, &net, input, drop, Vec::new(), true).map_err(|err| match err {
         Located::At(_, err) | Located::Anywhere(err) => *err,
     })
 }
@@ -136,6 +144,7 @@ fn convert(
     input: Option<Shape>,
     drop: &[String],
     mut header: Vec<String>,
+    weights_given: bool,
 ) -> Result<Imported, Located> {
     let anywhere = |err: ImportError| Located::Anywhere(Box::new(err));
     let shape = match input {
@@ -174,7 +183,8 @@ fn convert(
             continue;
         }
         let kind = layer.kind.as_str();
-        if DATA_LAYERS.contains(&kind) {
+        // A Python layer is data only where it takes nothing.
+        if DATA_LAYERS.contains(&kind) && (kind != "Python" || layer.bottoms.is_empty()) {
             if current.is_none() {
                 current = layer.tops.first().cloned();
             }
@@ -222,6 +232,14 @@ fn convert(
                 data_bottoms.len(),
                 layer.bottoms.join(", ")
             ))));
+        }
+        if weights_given
+            && layer.blobs.is_empty()
+            && matches!(kind, "Convolution" | "InnerProduct" | "BatchNorm" | "Scale")
+        {
+            return Err(locate(unsupported(
+                "the weights file has no blobs for it (no layer of its name): its weights would be made up".into(),
+            )));
         }
         layer_into(&mut builder, layer, &origin, file).map_err(locate)?;
         current = layer.tops.first().cloned();
@@ -312,7 +330,11 @@ fn layer_into(
             }
             let (kh, kw) = p.kernel;
             let o = p.num_output;
-            let weight = blob(layer, 0, o * c * kh * kw, "weight", &origin, file)?;
+            let len = [c, kh, kw]
+                .iter()
+                .try_fold(o, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| unsupported("a kernel too large"))?;
+            let weight = blob(layer, 0, len, "weight", &origin, file)?;
             let bias = if p.bias_term {
                 Some(blob(layer, 1, o, "bias", &origin, file)?)
             } else {
@@ -336,7 +358,10 @@ fn layer_into(
             }
             let fan_in = builder.shape().len();
             let o = p.num_output;
-            let mut weight = blob(layer, 0, o * fan_in, "weight", &origin, file)?;
+            let len = o
+                .checked_mul(fan_in)
+                .ok_or_else(|| unsupported("an inner product too large"))?;
+            let mut weight = blob(layer, 0, len, "weight", &origin, file)?;
             if p.transpose && !weight.is_empty() {
                 // Stored `in x out`.
                 let mut t = vec![0.0; weight.len()];
@@ -369,6 +394,11 @@ fn layer_into(
                 };
             }
             let kernel = p.kernel.ok_or_else(|| unsupported("no kernel size"))?;
+            if p.round_mode == RoundMode::Ceil && !caffe_sizes_agree(builder.shape(), kernel, p.stride, p.pad) {
+                return Err(unsupported(
+                    "a pooled size that Caffe computes otherwise than the language (a stride larger than the window without padding)",
+                ));
+            }
             let spec = PoolSpec {
                 kind,
                 kernel,
@@ -397,6 +427,11 @@ fn layer_into(
             builder.softmax(&layer.name, origin)
         }
         "BatchNorm" => {
+            if layer.batch_norm.as_ref().and_then(|b| b.use_global_stats) == Some(false) {
+                return Err(unsupported(
+                    "`use_global_stats: false`: Caffe normalises with each batch's statistics then, even in testing; only stored statistics fold",
+                ));
+            }
             let eps = f64::from(layer.batch_norm.as_ref().map_or(1e-5, |b| b.eps));
             let (mean, var) = if layer.blobs.is_empty() {
                 (vec![0.0; c], vec![1.0; c])
@@ -443,4 +478,26 @@ fn layer_into(
             "{NO_SUCH_LAYER} (it imports Convolution, Pooling, InnerProduct, ReLU, Dropout, BatchNorm + Scale, Flatten, Softmax)"
         ))),
     }
+}
+
+/// Whether Caffe's pooled size (round up; one less only where the last
+/// window would start in the padding, and only with padding) is the
+/// language's round-up size.
+fn caffe_sizes_agree(
+    input: Shape,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+) -> bool {
+    let caffe = |size: usize, k: usize, s: usize, p: usize| {
+        let padded = (size + 2 * p).checked_sub(k)?;
+        let mut out = padded.div_ceil(s) + 1;
+        if p > 0 && (out - 1) * s >= size + p {
+            out -= 1;
+        }
+        Some(out)
+    };
+    let ours = |size, k, s, p| crate::passes::shapes::axis_out(size, k, s, p, p, Rounding::Up);
+    caffe(input.h, kernel.0, stride.0, pad.0) == ours(input.h, kernel.0, stride.0, pad.0)
+        && caffe(input.w, kernel.1, stride.1, pad.1) == ours(input.w, kernel.1, stride.1, pad.1)
 }

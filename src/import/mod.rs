@@ -265,7 +265,7 @@ impl Builder {
         }
         // No weights at all: a network read without them (a prototxt).
         let sized = weight.is_empty() || weight.len() == out_channels * in_channels * kh * kw;
-        if !sized || kh == 0 || kw == 0 || out_channels == 0 {
+        if !sized || kh == 0 || kw == 0 || out_channels == 0 || out_channels > MAX_SIZE {
             return Err(self.unsupported(
                 &origin,
                 format!(

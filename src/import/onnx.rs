@@ -18,6 +18,7 @@
 use super::{Builder, ImportError, Imported, Origin, PoolKind, PoolSpec};
 use crate::ir::Rounding;
 use crate::onnx::proto::{AttributeProto, DataType, ModelProto, NodeProto, TensorProto};
+use crate::passes::shapes::axis_out;
 use plan::{Padding, Shape};
 use prost::Message;
 use runtime::data::preprocess::{Gcn, Method, Preprocess, Zca};
@@ -48,6 +49,11 @@ struct Reader<'a> {
     preprocess: Option<Preprocess>,
     /// A constant `Pad` waiting for the pool after it: amounts, value.
     pending_pad: Option<(Padding, f32, Origin)>,
+    /// The value is `N x C` (after a flatten or a fully connected layer),
+    /// not `N x C x H x W`.
+    flat: bool,
+    /// The default domain's operator set.
+    opset: Option<i64>,
 }
 
 /// Imports the ONNX model in `bytes` (read from `file`); `input` overrides
@@ -108,6 +114,8 @@ pub fn import(file: &str, bytes: &[u8], input: Option<Shape>) -> Result<Imported
         builder: Builder::new(file, shape)?,
         preprocess: None,
         pending_pad: None,
+        flat: false,
+        opset,
     };
     reader.walk(graph.node.as_slice(), &metadata)?;
     if let Some((_, _, origin)) = &reader.pending_pad {
@@ -489,6 +497,19 @@ impl Reader<'_> {
     }
 
     fn layer(&mut self, node: &NodeProto, op: &str, origin: Origin) -> Result<(), ImportError> {
+        // A constant Pad is read with the pool or convolution right after
+        // it; anything else between would see the unpadded values.
+        if let Some((_, _, pad_origin)) = &self.pending_pad {
+            if !matches!(op, "MaxPool" | "AveragePool" | "Conv" | "Pad") {
+                return Err(self.unsupported(
+                    pad_origin,
+                    format!(
+                        "a pad that no pool or convolution follows (next: {} {})",
+                        origin.op, origin.at
+                    ),
+                ));
+            }
+        }
         match op {
             "Identity" => Ok(()),
             "Conv" => self.conv(node, origin),
@@ -542,6 +563,7 @@ impl Reader<'_> {
                     return Err(self.unsupported(&origin, "a flatten at another axis than 1"));
                 }
                 self.builder.flatten();
+                self.flat = true;
                 Ok(())
             }
             "Reshape" => {
@@ -550,6 +572,7 @@ impl Reader<'_> {
                 match shape.as_deref() {
                     Some([_, last]) if *last == -1 || *last == total => {
                         self.builder.flatten();
+                        self.flat = true;
                         Ok(())
                     }
                     _ => Err(self.unsupported(&origin, format!("a reshape to {shape:?}; only a flatten to N x {total} imports"))),
@@ -563,21 +586,28 @@ impl Reader<'_> {
                 };
                 let weight = transpose(&b, fan_in, out);
                 let name = Self::layer_name(node, node.input.get(1).map(String::as_str));
+                self.flat = true;
                 self.builder.fully_connected(&name, weight, out, None, origin)
             }
             "Add" => {
-                let index = usize::from(node.input.first() != Some(&self.current));
-                let (offset, _) = self.floats(node, index, &origin)?;
+                // The constant is the input that is not the current value.
+                let index = usize::from(node.input.first() == Some(&self.current));
+                let (offset, dims) = self.floats(node, index, &origin)?;
                 let c = self.builder.shape().c;
-                if offset.len() != c {
+                if offset.len() != c || !self.per_channel(&dims, c) {
                     return Err(self.unsupported(&origin, format!("an addition of {} values to {c} channels; only a bias per channel imports", offset.len())));
                 }
                 self.builder.channel_affine(&vec![1.0; c], Some(&offset), origin)
             }
             "Softmax" => {
-                let axis = attr_int(node, "axis", 1);
-                if axis != 1 && axis != -1 {
-                    return Err(self.unsupported(&origin, format!("a softmax over axis {axis}")));
+                // Axis 1 by default before opset 13, the last axis after.
+                let default = if self.opset.is_some_and(|v| v >= 13) { -1 } else { 1 };
+                let axis = attr_int(node, "axis", default);
+                if !(axis == 1 || (axis == -1 && self.flat)) {
+                    return Err(self.unsupported(
+                        &origin,
+                        format!("a softmax over axis {axis} of a {}-D value: only the class axis imports", if self.flat { 2 } else { 4 }),
+                    ));
                 }
                 self.builder.softmax(&Self::layer_name(node, None), origin)
             }
@@ -611,7 +641,22 @@ impl Reader<'_> {
             }
         }
         let stride = self.pair(node, "strides", &origin)?;
-        let pad = self.pads(node, (kh, kw), stride, &origin)?;
+        let mut pad = self.pads(node, (kh, kw), stride, &origin)?;
+        if let Some((amounts, value, pad_origin)) = self.pending_pad.take() {
+            // Zeros before a convolution are its own zero padding.
+            if value != 0.0 {
+                return Err(self.unsupported(
+                    &pad_origin,
+                    format!("a pad by {value} before a convolution (only zeros are its padding)"),
+                ));
+            }
+            pad = Padding {
+                top: pad.top + amounts.top,
+                left: pad.left + amounts.left,
+                bottom: pad.bottom + amounts.bottom,
+                right: pad.right + amounts.right,
+            };
+        }
         let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
             Some(_) => Some(self.floats(node, 2, &origin)?.0),
             None => None,
@@ -619,6 +664,16 @@ impl Reader<'_> {
         let name = Self::layer_name(node, node.input.get(1).map(String::as_str));
         self.builder
             .conv(&name, stride, pad, (weight, [o, i, kh, kw]), bias, origin)
+    }
+
+    /// Whether a constant of `dims` broadcasts over the value's channels:
+    /// `[C]` on `N x C`, `[1, C, 1, 1]` or `[C, 1, 1]` on `N x C x H x W`.
+    fn per_channel(&self, dims: &[usize], c: usize) -> bool {
+        if self.flat {
+            dims == [c] || dims == [1, c]
+        } else {
+            dims == [1, c, 1, 1] || dims == [c, 1, 1]
+        }
     }
 
     fn pair(
@@ -737,7 +792,62 @@ impl Reader<'_> {
                 {
                     return Err(self.unsupported(&origin, "an average pool after a Pad with its own leading padding or counted padding"));
                 }
-                round = Rounding::Up;
+                // The Pad's zeros count in the divisor (they are values);
+                // the pool's own trailing padding clips windows at the
+                // padded border: Caffe's round-up rule (allcnnc's export)
+                // where the sizes agree, floor rounding without it.
+                let input = self.builder.shape();
+                let onnx = (
+                    axis_out(
+                        input.h,
+                        kernel.0,
+                        stride.0,
+                        amounts.top,
+                        amounts.bottom + pad.bottom,
+                        Rounding::Down,
+                    ),
+                    axis_out(
+                        input.w,
+                        kernel.1,
+                        stride.1,
+                        amounts.left,
+                        amounts.right + pad.right,
+                        Rounding::Down,
+                    ),
+                );
+                let with = |round| {
+                    (
+                        axis_out(
+                            input.h,
+                            kernel.0,
+                            stride.0,
+                            amounts.top,
+                            amounts.bottom,
+                            round,
+                        ),
+                        axis_out(
+                            input.w,
+                            kernel.1,
+                            stride.1,
+                            amounts.left,
+                            amounts.right,
+                            round,
+                        ),
+                    )
+                };
+                round = if pad == Padding::default() && with(Rounding::Down) == onnx {
+                    Rounding::Down
+                } else if with(Rounding::Up) == onnx {
+                    Rounding::Up
+                } else {
+                    return Err(self.unsupported(&origin, "an average pool whose trailing padding clips windows otherwise than Caffe's round-up rule"));
+                };
+            } else if amounts.top >= kernel.0
+                || amounts.left >= kernel.1
+                || amounts.bottom >= kernel.0
+                || amounts.right >= kernel.1
+            {
+                return Err(self.unsupported(&pad_origin, "a -inf pad not smaller than the max pool's window: a window wholly in it gives -inf in ONNX, 0 in the language"));
             }
             pad = Padding {
                 top: amounts.top + pad.top,
@@ -746,8 +856,10 @@ impl Reader<'_> {
                 right: amounts.right + if kind == PoolKind::Max { pad.right } else { 0 },
             };
         } else if kind == PoolKind::Avg
-            && !zero
-            && (attr_int(node, "count_include_pad", 0) == 0 || ceil)
+            && ((!zero && (attr_int(node, "count_include_pad", 0) == 0 || ceil))
+                || (ceil
+                    && attr_int(node, "count_include_pad", 0) != 0
+                    && self.clips(kernel, stride, pad)))
         {
             return Err(self.unsupported(
                 &origin,
@@ -765,6 +877,19 @@ impl Reader<'_> {
             .pool(&Self::layer_name(node, None), spec, origin)
     }
 
+    /// Whether ceil rounding makes a last window run past the padded input
+    /// (runtimes disagree on its divisor when padding counts).
+    fn clips(&self, kernel: (usize, usize), stride: (usize, usize), pad: Padding) -> bool {
+        let input = self.builder.shape();
+        let size = |round| {
+            (
+                axis_out(input.h, kernel.0, stride.0, pad.top, pad.bottom, round),
+                axis_out(input.w, kernel.1, stride.1, pad.left, pad.right, round),
+            )
+        };
+        size(Rounding::Up) != size(Rounding::Down)
+    }
+
     fn pad(&mut self, node: &NodeProto, origin: Origin) -> Result<(), ImportError> {
         let mode = attr_string(node, "mode").unwrap_or_else(|| "constant".into());
         let amounts = node.input.get(1).and_then(|n| self.ints(n));
@@ -777,6 +902,12 @@ impl Reader<'_> {
                 .unwrap_or(0.0),
             None => 0.0,
         };
+        if self.pending_pad.is_some() {
+            return Err(self.unsupported(&origin, "a second pad in a row"));
+        }
+        if node.input.get(3).is_some_and(|n| !n.is_empty()) {
+            return Err(self.unsupported(&origin, "a pad over chosen axes (its `axes` input)"));
+        }
         match (mode.as_str(), amounts.as_deref()) {
             ("constant", Some([0, 0, t, l, 0, 0, b, r])) if [t, l, b, r].iter().all(|&&v| (0..1 << 20).contains(&v)) => {
                 self.pending_pad = Some((
@@ -815,6 +946,7 @@ impl Reader<'_> {
             None => None,
         };
         let name = Self::layer_name(node, node.input.get(1).map(String::as_str));
+        self.flat = true;
         self.builder
             .fully_connected(&name, weight, out, bias, origin)
     }
@@ -828,7 +960,10 @@ impl Reader<'_> {
         origin: Origin,
     ) -> Result<(), ImportError> {
         let c = self.builder.shape().c;
-        let (mean, _) = self.floats(node, 1, &origin)?;
+        let (mean, mean_dims) = self.floats(node, 1, &origin)?;
+        if !self.per_channel(&mean_dims, c) {
+            return Err(self.unsupported(&origin, format!("a subtraction of a {mean_dims:?} constant: only a per-channel mean ([1, C, 1, 1]) imports")));
+        }
         let div = next.filter(|n| {
             n.op_type.as_deref() == Some("Div") && n.input.first() == node.output.first()
         });
@@ -842,7 +977,10 @@ impl Reader<'_> {
             format!("node `{}`", div.name.as_deref().unwrap_or_default()),
             "Div",
         );
-        let (std, _) = self.floats(div, 1, &div_origin)?;
+        let (std, std_dims) = self.floats(div, 1, &div_origin)?;
+        if !self.per_channel(&std_dims, c) {
+            return Err(self.unsupported(&div_origin, format!("a division by a {std_dims:?} constant: only a per-channel deviation ([1, C, 1, 1]) imports")));
+        }
         if mean.len() != c || std.len() != c {
             return Err(self.unsupported(
                 &origin,
