@@ -423,6 +423,63 @@ impl Place<'_> {
     }
 }
 
+/// The fields V2 `layer` and V1 `layers` blocks share (same names, same
+/// value types): read into `$layer`; any other field is skipped (Caffe
+/// has many the importer does not need).
+macro_rules! shared_layer_field {
+    ($self:ident, $layer:ident, $f:ident, $place:ident) => {
+        match $f.name {
+            "name" => {
+                let value = $self.string($f, $place);
+                $self.set(&mut $layer.name, value, $f, $place);
+            }
+            "bottom" => {
+                for (value, _) in $self.repeated($f, $place, Self::scalar_string) {
+                    $layer.bottom.push(value);
+                }
+            }
+            "top" => {
+                for (value, _) in $self.repeated($f, $place, Self::scalar_string) {
+                    $layer.top.push(value);
+                }
+            }
+            "include" => {
+                let idx = $layer.include.len();
+                if let Some(rule) = $self.indexed_message($f, $place, idx, Self::rule) {
+                    $layer.include.push(rule);
+                }
+            }
+            "exclude" => {
+                let idx = $layer.exclude.len();
+                if let Some(rule) = $self.indexed_message($f, $place, idx, Self::rule) {
+                    $layer.exclude.push(rule);
+                }
+            }
+            "convolution_param" => {
+                let value = $self.message($f, $place, Self::conv);
+                $self.set(&mut $layer.convolution_param, value, $f, $place);
+            }
+            "pooling_param" => {
+                let value = $self.message($f, $place, Self::pool);
+                $self.set(&mut $layer.pooling_param, value, $f, $place);
+            }
+            "inner_product_param" => {
+                let value = $self.message($f, $place, Self::inner_product);
+                $self.set(&mut $layer.inner_product_param, value, $f, $place);
+            }
+            "relu_param" => {
+                let value = $self.message($f, $place, Self::relu);
+                $self.set(&mut $layer.relu_param, value, $f, $place);
+            }
+            "dropout_param" => {
+                let value = $self.message($f, $place, Self::dropout);
+                $self.set(&mut $layer.dropout_param, value, $f, $place);
+            }
+            _ => {}
+        }
+    };
+}
+
 impl Reader {
     fn net(&mut self, fields: &[Field<'_>]) -> proto::NetParameter {
         let mut net = proto::NetParameter::default();
@@ -495,10 +552,6 @@ impl Reader {
         let mut layer = proto::LayerParameter::default();
         for f in fields {
             match f.name {
-                "name" => {
-                    let value = self.string(f, place);
-                    self.set(&mut layer.name, value, f, place);
-                }
                 "type" => {
                     let value = match &f.value {
                         Value::Scalar(Scalar {
@@ -525,48 +578,6 @@ impl Reader {
                     };
                     self.set(&mut layer.r#type, value, f, place);
                 }
-                "bottom" => {
-                    for (value, _) in self.repeated(f, place, Self::scalar_string) {
-                        layer.bottom.push(value);
-                    }
-                }
-                "top" => {
-                    for (value, _) in self.repeated(f, place, Self::scalar_string) {
-                        layer.top.push(value);
-                    }
-                }
-                "include" => {
-                    let idx = layer.include.len();
-                    if let Some(rule) = self.indexed_message(f, place, idx, Self::rule) {
-                        layer.include.push(rule);
-                    }
-                }
-                "exclude" => {
-                    let idx = layer.exclude.len();
-                    if let Some(rule) = self.indexed_message(f, place, idx, Self::rule) {
-                        layer.exclude.push(rule);
-                    }
-                }
-                "convolution_param" => {
-                    let value = self.message(f, place, Self::conv);
-                    self.set(&mut layer.convolution_param, value, f, place);
-                }
-                "pooling_param" => {
-                    let value = self.message(f, place, Self::pool);
-                    self.set(&mut layer.pooling_param, value, f, place);
-                }
-                "inner_product_param" => {
-                    let value = self.message(f, place, Self::inner_product);
-                    self.set(&mut layer.inner_product_param, value, f, place);
-                }
-                "relu_param" => {
-                    let value = self.message(f, place, Self::relu);
-                    self.set(&mut layer.relu_param, value, f, place);
-                }
-                "dropout_param" => {
-                    let value = self.message(f, place, Self::dropout);
-                    self.set(&mut layer.dropout_param, value, f, place);
-                }
                 "batch_norm_param" => {
                     let value = self.message(f, place, Self::batch_norm);
                     self.set(&mut layer.batch_norm_param, value, f, place);
@@ -579,7 +590,9 @@ impl Reader {
                     let value = self.message(f, place, Self::input_param);
                     self.set(&mut layer.input_param, value, f, place);
                 }
-                _ => {}
+                _ => {
+                    shared_layer_field!(self, layer, f, place);
+                }
             }
         }
         layer
@@ -589,10 +602,6 @@ impl Reader {
         let mut layer = proto::V1LayerParameter::default();
         for f in fields {
             match f.name {
-                "name" => {
-                    let value = self.string(f, place);
-                    self.set(&mut layer.name, value, f, place);
-                }
                 "type" => {
                     let value = match &f.value {
                         Value::Scalar(Scalar {
@@ -622,49 +631,9 @@ impl Reader {
                     };
                     self.set(&mut layer.r#type, value, f, place);
                 }
-                "bottom" => {
-                    for (value, _) in self.repeated(f, place, Self::scalar_string) {
-                        layer.bottom.push(value);
-                    }
+                _ => {
+                    shared_layer_field!(self, layer, f, place);
                 }
-                "top" => {
-                    for (value, _) in self.repeated(f, place, Self::scalar_string) {
-                        layer.top.push(value);
-                    }
-                }
-                "include" => {
-                    let idx = layer.include.len();
-                    if let Some(rule) = self.indexed_message(f, place, idx, Self::rule) {
-                        layer.include.push(rule);
-                    }
-                }
-                "exclude" => {
-                    let idx = layer.exclude.len();
-                    if let Some(rule) = self.indexed_message(f, place, idx, Self::rule) {
-                        layer.exclude.push(rule);
-                    }
-                }
-                "convolution_param" => {
-                    let value = self.message(f, place, Self::conv);
-                    self.set(&mut layer.convolution_param, value, f, place);
-                }
-                "pooling_param" => {
-                    let value = self.message(f, place, Self::pool);
-                    self.set(&mut layer.pooling_param, value, f, place);
-                }
-                "inner_product_param" => {
-                    let value = self.message(f, place, Self::inner_product);
-                    self.set(&mut layer.inner_product_param, value, f, place);
-                }
-                "relu_param" => {
-                    let value = self.message(f, place, Self::relu);
-                    self.set(&mut layer.relu_param, value, f, place);
-                }
-                "dropout_param" => {
-                    let value = self.message(f, place, Self::dropout);
-                    self.set(&mut layer.dropout_param, value, f, place);
-                }
-                _ => {}
             }
         }
         layer
