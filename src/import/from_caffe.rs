@@ -245,21 +245,13 @@ fn convert(
         current = layer.tops.first().cloned();
     }
     let name = if net.name.is_empty() {
-        stem(file)
+        super::stem(file)
     } else {
         net.name.clone()
     };
     builder
         .finish(&name, &format!("{file} (Caffe)"), None, Vec::new())
         .map_err(anywhere)
-}
-
-/// The file name without folders and extension.
-fn stem(file: &str) -> String {
-    std::path::Path::new(file).file_stem().map_or_else(
-        || "imported".to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    )
 }
 
 /// `C x H x W` from the net's input declaration (`N x C x H x W`, or `C x

@@ -691,6 +691,15 @@ const MAX_SIZE: usize = 1 << 24;
 /// The language's keywords, which no label may be.
 const KEYWORDS: &[&str] = &["let", "block", "network", "train", "repeat", "use", "in"];
 
+/// The file name without folders and extension: a model's name where the
+/// source gives none (or a generic one).
+fn stem(file: &str) -> String {
+    std::path::Path::new(file).file_stem().map_or_else(
+        || "imported".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
 /// A model name for the `.net` text.
 fn label_of(name: &str) -> String {
     unique_label(&mut HashSet::new(), name, "imported")

@@ -136,7 +136,7 @@ pub fn import(file: &str, bytes: &[u8], input: Option<Shape>) -> Result<Imported
     // `torch_jit`): the file's name says more.
     let name = metadata
         .get("model")
-        .map_or_else(|| stem(file), |s| s.to_string());
+        .map_or_else(|| super::stem(file), |s| s.to_string());
     let producer = match (&model.producer_name, &model.producer_version) {
         (Some(p), Some(v)) if !p.is_empty() => format!(", made by {p} {v}"),
         (Some(p), None) if !p.is_empty() => format!(", made by {p}"),
@@ -156,14 +156,6 @@ pub fn import(file: &str, bytes: &[u8], input: Option<Shape>) -> Result<Imported
         }
     }
     Ok(imported)
-}
-
-/// The file name without folders and extension.
-fn stem(file: &str) -> String {
-    std::path::Path::new(file).file_stem().map_or_else(
-        || "imported".to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    )
 }
 
 /// `C x H x W` of an `N x C x H x W` input with known sizes.
