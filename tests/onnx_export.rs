@@ -453,26 +453,25 @@ fn cli_export_both_formats_and_a_wrong_checkpoint() {
             .output()
             .unwrap()
     };
+    // An export that must succeed: its standard output.
+    let export_ok = |format: &str, output: &Path, weights: &Path| {
+        let out = export_cli(format, output, weights);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let onnx = dir.path().join("fashion.onnx");
-    let out = export_cli("onnx", &onnx, &weights);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = export_ok("onnx", &onnx, &weights);
     assert!(stdout.contains("opset 18"), "{stdout}");
     let loaded = Checkpoint::load(&model.plan, &weights).unwrap();
     let expected = export::export(&model, &loaded).unwrap().to_bytes();
     assert_eq!(std::fs::read(&onnx).unwrap(), expected);
 
     let tensors = dir.path().join("fashion.safetensors");
-    let out = export_cli("safetensors", &tensors, &weights);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export_ok("safetensors", &tensors, &weights);
     let script = std::fs::read_to_string(dir.path().join("fashion.py")).unwrap();
     for line in [
         "layers[\"preprocess\"] = MeanStd(1)",
@@ -483,6 +482,35 @@ fn cli_export_both_formats_and_a_wrong_checkpoint() {
     ] {
         assert!(script.contains(line), "MODEL.py lacks {line:?}:\n{script}");
     }
+
+    // Inference weights: the same parameters and preprocessing, no
+    // momentum, fewer bytes; they load as a checkpoint of the model.
+    let mut training = Checkpoint::load(&model.plan, &weights).unwrap();
+    training.momentum = training.params.clone();
+    training.progress.epoch = 7;
+    let training_path = dir.path().join("training.safetensors");
+    training.save(&model.plan, &training_path).unwrap();
+    let loaded = Checkpoint::load(&model.plan, &training_path).unwrap();
+    let inference = dir.path().join("fashion-weights.safetensors");
+    let stdout = export_ok("weights", &inference, &training_path);
+    assert!(
+        stdout.contains("preprocessing mean-std, no optimizer state"),
+        "{stdout}"
+    );
+    let exported = Checkpoint::load(&model.plan, &inference).unwrap();
+    assert!(
+        !loaded.momentum.is_empty(),
+        "the source has an optimizer state"
+    );
+    assert!(exported.momentum.is_empty());
+    assert_eq!(exported.params, loaded.params);
+    assert_eq!(exported.preprocess, loaded.preprocess);
+    assert_eq!(exported.class_names, loaded.class_names);
+    assert_eq!(exported.progress.epoch, loaded.progress.epoch);
+    assert!(
+        std::fs::metadata(&inference).unwrap().len()
+            < std::fs::metadata(&training_path).unwrap().len()
+    );
 
     // A checkpoint of another model: refused, naming the file.
     let other = bundled("model-a.net");

@@ -1,11 +1,12 @@
-//! `allcnnc export`: a checkpoint as an ONNX model, or as PyTorch-layout
-//! safetensors with a generated `MODEL.py`.
+//! `allcnnc export`: a checkpoint as an ONNX model, as PyTorch-layout
+//! safetensors with a generated `MODEL.py`, or as allcnnc inference
+//! weights (the checkpoint without its optimizer state).
 
 use super::CliResult;
 use crate::onnx;
 use crate::pytorch;
 use clap::{Args, ValueEnum};
-use runtime::train::checkpoint::Checkpoint;
+use runtime::train::checkpoint::{Checkpoint, Progress};
 use std::path::{Path, PathBuf};
 
 /// `--format`.
@@ -18,6 +19,11 @@ pub enum ExportFormat {
     /// and metadata, and beside them MODEL.py, which builds the
     /// torch.nn.Sequential and loads them
     Safetensors,
+    /// allcnnc's own checkpoint format without the optimizer state: the
+    /// parameters, the preprocessing and the class names, for eval,
+    /// predict, visualize and train --weights (the file to ship with a
+    /// model)
+    Weights,
 }
 
 #[derive(Args)]
@@ -29,7 +35,8 @@ pub struct ExportArgs {
     pub weights: PathBuf,
     #[arg(long, value_enum)]
     pub format: ExportFormat,
-    /// The file to write (MODEL.onnx, or MODEL.safetensors with MODEL.py beside it)
+    /// The file to write (MODEL.onnx, MODEL.safetensors with MODEL.py beside
+    /// it, or the weights' .safetensors)
     #[arg(short, long)]
     pub output: PathBuf,
 }
@@ -80,6 +87,34 @@ pub fn export(args: &ExportArgs) -> CliResult {
                 args.output.display(),
                 bytes.len(),
                 script_path.display()
+            );
+        }
+        ExportFormat::Weights => {
+            let progress = &checkpoint.progress;
+            let inference = Checkpoint {
+                momentum: Vec::new(),
+                // Where the weights came from; no unfinished epoch.
+                progress: Progress {
+                    epoch: progress.epoch,
+                    seed: progress.seed,
+                    best_accuracy: progress.best_accuracy,
+                    ..Progress::default()
+                },
+                ..checkpoint
+            };
+            inference
+                .save(plan, &args.output)
+                .map_err(|err| err.to_string())?;
+            let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+            println!(
+                "wrote {} ({bytes} bytes): the weights of {} after epoch {}, preprocessing {}, no optimizer state",
+                args.output.display(),
+                inference.model,
+                inference.progress.epoch,
+                inference
+                    .preprocess
+                    .as_ref()
+                    .map_or("none", |preprocess| preprocess.kind().name())
             );
         }
     }
