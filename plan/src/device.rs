@@ -80,22 +80,69 @@ pub struct ParamSlot {
     pub len: usize,
 }
 
-/// The grid of a launch: `x` may scale with the batch, `y` and `z` do not.
+/// The grid of a launch: `x` may scale with the batch, `y` does not, `z`
+/// is fixed or, for a split-K GEMM, chosen per launch by [`SplitK`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grid {
     /// `ceil(x_items.at(n) / x_items_per_block)` blocks along x.
     pub x_items: Extent,
     pub x_items_per_block: u64,
     pub y: u32,
+    /// Blocks along z; for a split-K grid, the count on the nominal device
+    /// ([`NOMINAL_MULTIPROCESSORS`]) at the nominal batch (128), as the
+    /// report shows it.
     pub z: u32,
+    /// Split-K along z, sized per launch from the batch and the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_k: Option<SplitK>,
+}
+
+/// Streaming multiprocessors of the device the report and the emulator
+/// assume (an H100 or H200: 132).
+pub const NOMINAL_MULTIPROCESSORS: u32 = 132;
+
+/// A split-K grid: the K of the GEMM grows with the batch (`k_per_image`
+/// rows per image), its `x * y` output tiles are fixed, and the splits
+/// along z are as many as bring the grid to two blocks per multiprocessor,
+/// with at least `min_k` rows of K each and at most `max` (the slices the
+/// partial-sum buffer holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitK {
+    pub tiles: u64,
+    pub k_per_image: u64,
+    pub min_k: u64,
+    pub max: u32,
+}
+
+impl SplitK {
+    /// The splits of a launch over `n` images on a device with
+    /// `multiprocessors` SMs: at least 1, at most `max`.
+    pub fn splits(&self, n: u64, multiprocessors: u32) -> u32 {
+        let target = 2 * u64::from(multiprocessors.max(1));
+        let k = n.saturating_mul(self.k_per_image);
+        target
+            .div_ceil(self.tiles.max(1))
+            .min(k.div_ceil(self.min_k.max(1)))
+            .min(u64::from(self.max))
+            .max(1) as u32
+    }
 }
 
 impl Grid {
-    /// The grid dimensions for a batch of `n` images.
+    /// The grid dimensions for a batch of `n` images on the nominal device.
     /// Callers keep `n` within [`Grid::max_batch`].
     pub fn dims(&self, n: u64) -> (u32, u32, u32) {
+        self.dims_on(n, NOMINAL_MULTIPROCESSORS)
+    }
+
+    /// The grid dimensions for a batch of `n` images on a device with
+    /// `multiprocessors` SMs (only a split-K grid depends on it).
+    pub fn dims_on(&self, n: u64, multiprocessors: u32) -> (u32, u32, u32) {
         let x = self.x_items.at(n).div_ceil(self.x_items_per_block.max(1));
-        (x.clamp(1, MAX_ITEMS) as u32, self.y, self.z)
+        let z = self
+            .split_k
+            .map_or(self.z, |split| split.splits(n, multiprocessors));
+        (x.clamp(1, MAX_ITEMS) as u32, self.y, z)
     }
 
     /// The largest batch whose items along x fit a signed 32-bit index:
@@ -119,7 +166,6 @@ pub enum KernelRole {
     Forward,
     BackwardData,
     BackwardWeights,
-    Reduce,
     Head,
     Update,
 }
@@ -131,7 +177,6 @@ impl KernelRole {
             KernelRole::Forward => "forward",
             KernelRole::BackwardData => "backward_data",
             KernelRole::BackwardWeights => "backward_weights",
-            KernelRole::Reduce => "reduce",
             KernelRole::Head => "head",
             KernelRole::Update => "update",
         }
@@ -161,6 +206,49 @@ pub struct KernelSpec {
     /// Bytes read and written in device memory by one launch (a lower bound:
     /// each tensor counted once).
     pub bytes: Extent,
+    /// The implicit GEMM of a tiled kernel, for the FLOPs it executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm: Option<GemmShape>,
+}
+
+/// The implicit GEMMs a tiled kernel runs: per part (one, or one per phase
+/// of a strided convolution's backward-data kernel), `rows x cols` outputs
+/// over a depth of `depth`, computed in block tiles of `tile_rows x
+/// tile_cols x tile_depth`; `useful_flops` is what the layer needs (2 x its
+/// multiply-adds). The tiles also multiply what they pad (rows, columns and
+/// depth rounded up to whole tiles) and whatever zeros the operands hold
+/// (taps that fall outside the output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GemmShape {
+    pub parts: Vec<GemmPart>,
+    pub cols: u64,
+    pub tile_rows: u64,
+    pub tile_cols: u64,
+    pub tile_depth: u64,
+    pub useful_flops: Extent,
+}
+
+/// Rows and depth of one GEMM of a [`GemmShape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GemmPart {
+    pub rows: Extent,
+    pub depth: Extent,
+}
+
+impl GemmShape {
+    /// FLOPs the tiles execute over `n` images (2 per multiply-add).
+    pub fn executed_flops(&self, n: u64) -> u64 {
+        let up = |v: u64, t: u64| v.div_ceil(t.max(1)).saturating_mul(t.max(1));
+        let cols = up(self.cols, self.tile_cols);
+        self.parts
+            .iter()
+            .map(|part| {
+                2u64.saturating_mul(up(part.rows.at(n), self.tile_rows))
+                    .saturating_mul(cols)
+                    .saturating_mul(up(part.depth.at(n), self.tile_depth))
+            })
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// The ReLU rule argument of backward kernels.
@@ -292,7 +380,7 @@ pub struct Program {
 
 #[cfg(test)]
 mod tests {
-    use super::{Extent, Grid, KernelRole, MAX_ITEMS};
+    use super::{Extent, GemmPart, GemmShape, Grid, KernelRole, SplitK, MAX_ITEMS};
 
     #[test]
     fn max_batch_keeps_rows_within_32_bits() {
@@ -304,6 +392,7 @@ mod tests {
             x_items_per_block: 128,
             y: 1,
             z: 1,
+            split_k: None,
         };
         let max = grid.max_batch();
         assert!(grid.x_items.at(max) <= MAX_ITEMS);
@@ -318,12 +407,76 @@ mod tests {
     }
 
     #[test]
+    fn split_k_fills_the_device_within_its_bounds() {
+        // All-CNN-C's conv2 weight gradient: 14 x 2 tiles, 32 x 32 output
+        // pixels per image, slices of at least 64 rows, at most 24.
+        let split = SplitK {
+            tiles: 28,
+            k_per_image: 1024,
+            min_k: 64,
+            max: 24,
+        };
+        // 264 blocks wanted on 132 SMs: ceil(264 / 28) = 10 splits.
+        assert_eq!(split.splits(128, 132), 10);
+        // More SMs, more splits, up to the buffer's bound.
+        assert_eq!(split.splits(128, 170), 13);
+        assert_eq!(split.splits(128, 1000), 24);
+        // A batch of one image has 1024 rows: 16 slices of 64 at most.
+        assert_eq!(split.splits(1, 1000), 16);
+        assert_eq!(split.splits(0, 132), 1);
+        let grid = Grid {
+            x_items: Extent::fixed(864),
+            x_items_per_block: 64,
+            y: 2,
+            z: 10,
+            split_k: Some(split),
+        };
+        assert_eq!(grid.dims(128), (14, 2, 10));
+        assert_eq!(grid.dims_on(2, 132), (14, 2, 10));
+        assert_eq!(grid.dims_on(1, 16), (14, 2, 2));
+    }
+
+    #[test]
+    fn executed_flops_count_whole_tiles() {
+        // All-CNN-C's conv1 forward: 1024 pixels per image x 96 channels,
+        // depth 27, in 128 x 64 x 16 tiles: columns pad to 128, depth to 32.
+        let gemm = GemmShape {
+            parts: vec![GemmPart {
+                rows: Extent::per_image(1024),
+                depth: Extent::fixed(27),
+            }],
+            cols: 96,
+            tile_rows: 128,
+            tile_cols: 64,
+            tile_depth: 16,
+            useful_flops: Extent::per_image(2 * 1024 * 96 * 27),
+        };
+        assert_eq!(gemm.executed_flops(1), 2 * 1024 * 128 * 32);
+        assert_eq!(gemm.executed_flops(3), 2 * 3072 * 128 * 32);
+        // Phases add up: conv3's backward data at stride 2 (16 x 16 input
+        // pixels each, taps 4, 2, 2, 1 of 96 channels).
+        let phases = GemmShape {
+            parts: [4, 2, 2, 1]
+                .map(|taps| GemmPart {
+                    rows: Extent::per_image(256),
+                    depth: Extent::fixed(taps * 96),
+                })
+                .to_vec(),
+            cols: 96,
+            tile_rows: 128,
+            tile_cols: 96,
+            tile_depth: 16,
+            useful_flops: Extent::per_image(2 * 256 * 96 * 9 * 96),
+        };
+        assert_eq!(phases.executed_flops(128), phases.useful_flops.at(128));
+    }
+
+    #[test]
     fn role_names_are_the_plan_json_spelling() {
         for role in [
             KernelRole::Forward,
             KernelRole::BackwardData,
             KernelRole::BackwardWeights,
-            KernelRole::Reduce,
             KernelRole::Head,
             KernelRole::Update,
         ] {

@@ -83,6 +83,7 @@ fn cubin(source: &str, name: &str, arch: &str) -> Result<Vec<u8>> {
 /// the allocations by address.
 pub struct DriverDevice {
     name: String,
+    multiprocessors: u32,
     // Field order is drop order: buffers and kernels before the stream and
     // the context.
     allocations: HashMap<u64, CudaSlice<u8>>,
@@ -110,6 +111,12 @@ impl DriverDevice {
             "cuda:0 {} (sm_{major}{minor})",
             ctx.name().unwrap_or_else(|_| "unknown device".into())
         );
+        let multiprocessors = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| device_error("multiprocessor count", e))?
+            .max(1) as u32;
         let stream = ctx
             .new_stream()
             .map_err(|e| device_error("cannot create a stream", e))?;
@@ -129,6 +136,7 @@ impl DriverDevice {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             name,
+            multiprocessors,
             allocations: HashMap::new(),
             functions,
             _module: module,
@@ -147,6 +155,10 @@ impl DriverDevice {
 impl Device for DriverDevice {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
     }
 
     /// The GPU's free memory: its buffers live there, not in the host's.

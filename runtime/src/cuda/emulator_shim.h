@@ -28,7 +28,8 @@ struct allcnnc_uint3 {
 // live fiber of the ring; when the last one arrives, the first resumes past
 // the barrier. A barrier costs one user-space switch per thread, not the
 // wake-up of 256 OS threads, and workers run different blocks at once
-// (blocks share nothing but device memory, and no kernel uses atomics).
+// (blocks share device memory; the atomics and fences below are the
+// host's, so blocks on different workers see each other as on a GPU).
 #if defined(__x86_64__)
 struct allcnnc_emu_context {
     void* sp = nullptr;
@@ -166,6 +167,18 @@ static void allcnnc_emu_run_block(allcnnc_emu_worker& w) {
 
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
+// Device-scope atomics and fences, as the weight-gradient fix-up uses them
+// (PTX: atom.add, membar.gl, ld.global.cg): sequentially consistent host
+// atomics, which order at least as strongly.
+inline int atomicAdd(int* address, int value) {
+    return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline float __ldcg(const float* address) {
+    float value;
+    __atomic_load(address, &value, __ATOMIC_RELAXED);
+    return value;
+}
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }

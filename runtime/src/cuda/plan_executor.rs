@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use super::program;
 use super::program::{
     Arg, DType, DevicePlan, Launch, Program, RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED,
 };
@@ -51,6 +52,12 @@ pub struct LaunchDims {
 pub trait Device {
     /// For logs (`cuda:0 NVIDIA H100 (sm_90)`).
     fn name(&self) -> String;
+    /// Streaming multiprocessors, which split-K grids fill
+    /// ([`program::SplitK`]); a host device reports the nominal GPU's, so
+    /// that it runs the grids that GPU would.
+    fn multiprocessors(&self) -> u32 {
+        program::NOMINAL_MULTIPROCESSORS
+    }
     /// Allocates `bytes` zeroed bytes; returns the buffer's address.
     fn alloc(&mut self, bytes: usize) -> Result<u64>;
     /// The most bytes a batch's buffers may take on this device: the host's
@@ -302,7 +309,9 @@ impl<D: Device> PlanExecutor<D> {
                 .collect::<Result<Vec<_>>>()?;
             let [bx, by, bz] = spec.block;
             let dims = LaunchDims {
-                grid: spec.grid.dims(pass.n as u64),
+                grid: spec
+                    .grid
+                    .dims_on(pass.n as u64, self.device.multiprocessors()),
                 block: (bx, by, bz),
                 shared_bytes: spec.dynamic_shared_bytes,
             };

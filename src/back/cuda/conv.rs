@@ -6,8 +6,9 @@
 //! - `NAME_backward_data`: the gradient at the group's input, with the
 //!   activation's mask (ReLU rule as an argument) applied on load and the
 //!   dropout's mask in the epilogue;
-//! - `NAME_backward_weights`: split-K partial sums of the weight and bias
-//!   gradients, which `allcnnc_reduce_splits` adds in a fixed order.
+//! - `NAME_backward_weights`: the weight and bias gradients as a split-K
+//!   GEMM whose last block per output tile adds the splits' partial sums in
+//!   split order (one launch, deterministic).
 //!
 //! Invariant: the three kernels see the same [`ConvGroup`], so their
 //! buffers, tiles and dropout arguments agree by construction.
@@ -15,15 +16,42 @@
 use super::fuse::FusedGroup;
 use super::generator::Gen;
 use super::text::{act_code, act_text, c_float, window_text};
-use super::tiling::{shared_bytes, tile, weight_splits, NOMINAL_BATCH, TILE_K};
+use super::tiling::{
+    shared_bytes, tile, weight_split_k, weights_tile, FIXUP_SHARED_BYTES, NOMINAL_BATCH, TILE_K,
+};
 use super::{param, Constants, Item, KernelDef, Param, Precision};
-use plan::device::{Arg, DType, Extent, Grid, KernelRole, Launch};
+use plan::device::{
+    Arg, DType, Extent, GemmPart, GemmShape, Grid, KernelRole, Launch, SplitK,
+    NOMINAL_MULTIPROCESSORS,
+};
 use plan::{Activation, Op, Shape, Window};
 
 /// Whether a conv's backward pass needs its pre-activation (a negative
 /// slope flips signs; see runtime::cpu::activation).
 fn keeps_pre(act: Activation) -> bool {
     matches!(act, Activation::LeakyRelu { slope } if slope < 0.0)
+}
+
+/// The phases of a convolution's backward-data GEMM (the prelude's
+/// `DataPhase`; blockIdx.z = `py * SW + px`): per phase, the input pixels
+/// it holds and the window taps that reach them. Stride 1: one phase, every
+/// pixel and every tap.
+fn phases(i: Shape, window: Window) -> Vec<(u64, u64)> {
+    let count = |size: usize, first: usize, stride: usize| {
+        size.saturating_sub(first).div_ceil(stride.max(1)) as u64
+    };
+    let (sh, sw) = (window.stride_h.max(1), window.stride_w.max(1));
+    let mut out = Vec::with_capacity(sh * sw);
+    for py in 0..sh {
+        for px in 0..sw {
+            let (rh, rw) = ((py + window.pad.top) % sh, (px + window.pad.left) % sw);
+            out.push((
+                count(i.h, py, sh) * count(i.w, px, sw),
+                count(window.kh, rh, sh) * count(window.kw, rw, sw),
+            ));
+        }
+    }
+    out
 }
 
 /// What a conv group's kernels share: shapes, tiles, buffers and arguments.
@@ -48,7 +76,9 @@ struct ConvGroup<'a> {
     forward_tile: (u64, u64),
     data_tile: (u64, u64),
     weights_tile: (u64, u64),
-    splits: u64,
+    /// The weight gradient's split-K rule and its tile grid (x, y).
+    split_k: SplitK,
+    weight_grid: (u64, u64),
     /// Rows of the weight matrix: window taps times input channels.
     rows_w: u64,
     weight_len: u64,
@@ -75,6 +105,49 @@ impl ConvGroup<'_> {
     }
 
     /// The dropout arguments of a prelude call.
+    /// The implicit GEMM of the group's kernel of `role` in tiles of
+    /// `16 tm x 16 tn`: forward rows are output pixels, weight-gradient rows
+    /// the weights' (kh, kw, c_in) over the batch's output pixels, and
+    /// backward data one GEMM per phase ([`phases`]) of the input pixels
+    /// over the taps that reach them.
+    fn gemm(&self, role: KernelRole, (tm, tn): (u64, u64)) -> GemmShape {
+        let (i, o) = (self.i, self.o);
+        let (parts, cols) = match role {
+            KernelRole::Forward => (
+                vec![GemmPart {
+                    rows: Extent::per_image((o.h * o.w) as u64),
+                    depth: Extent::fixed(self.rows_w),
+                }],
+                o.c,
+            ),
+            KernelRole::BackwardData => (
+                phases(i, self.window)
+                    .into_iter()
+                    .map(|(pixels, taps)| GemmPart {
+                        rows: Extent::per_image(pixels),
+                        depth: Extent::fixed(taps * o.c as u64),
+                    })
+                    .collect(),
+                i.c,
+            ),
+            _ => (
+                vec![GemmPart {
+                    rows: Extent::fixed(self.rows_w),
+                    depth: Extent::per_image((o.h * o.w) as u64),
+                }],
+                o.c,
+            ),
+        };
+        GemmShape {
+            parts,
+            cols: cols as u64,
+            tile_rows: 16 * tm,
+            tile_cols: 16 * tn,
+            tile_depth: TILE_K,
+            useful_flops: Extent::per_image(2 * self.macs),
+        }
+    }
+
     fn dropout_call(&self) -> &'static str {
         if self.dropout_idx.is_some() {
             "drop_key, training"
@@ -139,12 +212,15 @@ impl Gen<'_> {
         let (i, o) = (layer.in_shape, layer.out_shape);
         let taps = (window.kh * window.kw) as u64;
         let rows_w = taps * i.c as u64;
-        let weights_tile = tile(rows_w, o.c as u64);
+        let weights_tile = weights_tile(self.precision, rows_w, o.c as u64);
         let (wtm, wtn) = weights_tile;
-        let w_tiles = rows_w.div_ceil(16 * wtm) * (o.c as u64).div_ceil(16 * wtn);
-        let splits = weight_splits(w_tiles, NOMINAL_BATCH * (o.h * o.w) as u64);
+        let weight_grid = (rows_w.div_ceil(16 * wtm), (o.c as u64).div_ceil(16 * wtn));
+        let split_k = weight_split_k(weight_grid.0 * weight_grid.1, (o.h * o.w) as u64);
         let weight_len = rows_w * o.c as u64;
-        self.partials_len = self.partials_len.max(splits * (weight_len + o.c as u64));
+        self.partials_len = self
+            .partials_len
+            .max(u64::from(split_k.max) * (weight_len + o.c as u64));
+        self.tile_counters = self.tile_counters.max(weight_grid.0 * weight_grid.1);
         let keep_pre = keeps_pre(act);
         let y_name = self.layout.act[conv_idx + 1].clone();
         let pre_name = format!("{}.pre", layer.name);
@@ -172,7 +248,8 @@ impl Gen<'_> {
             forward_tile: tile(NOMINAL_BATCH * (o.h * o.w) as u64, o.c as u64),
             data_tile: tile(NOMINAL_BATCH * (i.h * i.w) as u64, i.c as u64),
             weights_tile,
-            splits,
+            split_k,
+            weight_grid,
             rows_w,
             weight_len,
             macs: o.len() as u64 * rows_w,
@@ -302,6 +379,7 @@ impl Gen<'_> {
                     x_items_per_block: 16 * tm,
                     y: (o.c as u64).div_ceil(16 * tn) as u32,
                     z: 1,
+                    split_k: None,
                 },
                 shared_bytes(self.precision, tm, tn),
                 0,
@@ -336,6 +414,7 @@ impl Gen<'_> {
             params,
             min_blocks: 2,
         });
+        self.kernels[forward].spec.gemm = Some(conv.gemm(KernelRole::Forward, conv.forward_tile));
         self.schedule
             .forward_and_infer(conv.conv_idx, self.launch(forward));
         if let Some(d) = conv.dropout_idx {
@@ -349,6 +428,7 @@ impl Gen<'_> {
         let ConvGroup {
             id,
             i,
+            window,
             act,
             in_len,
             out_len,
@@ -370,17 +450,22 @@ impl Gen<'_> {
         ];
         conv.dropout_params(&mut params);
         params.push(param("int", "rule", Arg::Rule));
-        self.add_kernel(KernelDef {
+        let kernel = self.add_kernel(KernelDef {
             spec: self.spec(
                 &format!("{id}_backward_data"),
                 KernelRole::BackwardData,
                 id,
                 conv.layers,
                 Grid {
-                    x_items: Extent::per_image((i.h * i.w) as u64),
+                    // The largest phase's pixels (phase 0 has the most).
+                    x_items: Extent::per_image(
+                        (i.h.div_ceil(window.stride_h.max(1))
+                            * i.w.div_ceil(window.stride_w.max(1))) as u64,
+                    ),
                     x_items_per_block: 16 * btm,
                     y: (i.c as u64).div_ceil(16 * btn) as u32,
-                    z: 1,
+                    z: (window.stride_h.max(1) * window.stride_w.max(1)) as u32,
+                    split_k: None,
                 },
                 shared_bytes(self.precision, btm, btn),
                 0,
@@ -410,18 +495,21 @@ impl Gen<'_> {
             ),
             params,
             min_blocks: 2,
-        })
+        });
+        self.kernels[kernel].spec.gemm = Some(conv.gemm(KernelRole::BackwardData, conv.data_tile));
+        kernel
     }
 
-    /// `NAME_backward_weights` and the reductions of its splits into the
-    /// gradient buffer: the group's first training backward launches.
+    /// `NAME_backward_weights`: the group's first training backward launch,
+    /// which leaves the weight and bias gradients in `grads`.
     fn conv_backward_weights(&mut self, conv: &ConvGroup) -> Vec<Launch> {
         let ConvGroup {
             id,
             o,
             act,
             bias,
-            splits,
+            split_k,
+            weight_grid,
             weight_len,
             in_len,
             out_len,
@@ -429,6 +517,12 @@ impl Gen<'_> {
         } = *conv;
         let (wtm, wtn) = conv.weights_tile;
         let grad_out = self.layout.grad[conv.conv_idx + 1].clone();
+        let grad_param = |name: &str| Arg::Buffer {
+            name: "grads".into(),
+            offset: self
+                .layout
+                .param_offset(&format!("{}.{name}", conv.layer_name)),
+        };
         let mut params = vec![
             param("const float* __restrict__", "x", conv.x.clone()),
             param("const float* __restrict__", "dy", Arg::buffer(grad_out)),
@@ -437,14 +531,22 @@ impl Gen<'_> {
                 "f",
                 Arg::buffer(conv.f_name.clone()),
             ),
+            param("float* __restrict__", "grad_w", grad_param("weight")),
             param(
                 "float* __restrict__",
-                "partials",
-                Arg::buffer("wgrad.partials"),
+                "grad_b",
+                if bias {
+                    grad_param("bias")
+                } else {
+                    grad_param("weight")
+                },
             ),
+            param("float*", "partials", Arg::buffer("wgrad.partials")),
+            param("int*", "tile_counters", Arg::buffer("wgrad.counters")),
             param("int", "n", Arg::Batch),
         ];
         conv.dropout_params(&mut params);
+        let nominal = split_k.splits(NOMINAL_BATCH, NOMINAL_MULTIPROCESSORS);
         let backward_weights = self.add_kernel(KernelDef {
             spec: self.spec(
                 &format!("{id}_backward_weights"),
@@ -454,76 +556,44 @@ impl Gen<'_> {
                 Grid {
                     x_items: Extent::fixed(conv.rows_w),
                     x_items_per_block: 16 * wtm,
-                    y: (o.c as u64).div_ceil(16 * wtn) as u32,
-                    z: splits as u32,
+                    y: weight_grid.1 as u32,
+                    z: nominal,
+                    split_k: Some(split_k),
                 },
-                shared_bytes(self.precision, wtm, wtn),
+                shared_bytes(self.precision, wtm, wtn) + FIXUP_SHARED_BYTES,
                 0,
                 Extent::per_image(2 * conv.macs + if bias { out_len } else { 0 }),
                 Extent {
                     per_image: 4 * (in_len + 2 * out_len),
-                    fixed: 4 * splits * (weight_len + o.c as u64),
+                    // Each split's partial sums written and read once, the
+                    // gradient written.
+                    fixed: 4 * (2 * u64::from(nominal) + 1) * (weight_len + o.c as u64),
                 },
             ),
             comment: vec![
                 format!("{id}_backward_weights: {}", conv.refs),
                 format!(
-                    "gradient of the weights{}; {} mask applied on load; split-K over the batch's output pixels ({splits} splits, gridDim.z)",
+                    "gradient of the weights{}; {} mask applied on load; split-K over the batch's output pixels (gridDim.z splits, from the batch and the SM count, at most {}), the last block of each output tile adds the splits in order",
                     if bias { " and the bias" } else { "" },
-                    act_text(act)
+                    act_text(act),
+                    split_k.max
                 ),
                 self.gemm_text(wtm, wtn),
             ],
             body: self.gemm_call(
                 "conv_backward_weights",
                 &conv.geometry,
-                &format!("x, dy, f, partials, n, {}", conv.dropout_call()),
+                &format!(
+                    "x, dy, f, allcnnc::WeightGradient{{grad_w, grad_b, partials, tile_counters}}, n, {}",
+                    conv.dropout_call()
+                ),
             ),
             params,
             min_blocks: 2,
         });
-        let mut backward = vec![self.launch(backward_weights)];
-        backward.push(
-            self.reduce_launch(
-                0,
-                self.layout
-                    .param_offset(&format!("{}.weight", conv.layer_name)),
-                weight_len,
-                splits,
-            ),
-        );
-        if bias {
-            backward.push(
-                self.reduce_launch(
-                    splits * weight_len,
-                    self.layout
-                        .param_offset(&format!("{}.bias", conv.layer_name)),
-                    o.c as u64,
-                    splits,
-                ),
-            );
-        }
-        backward
-    }
-
-    /// A launch of `allcnnc_reduce_splits` adding `splits` partial sums of
-    /// `len` values from `source_offset` into the gradients at `target`.
-    fn reduce_launch(&self, source_offset: u64, target: usize, len: u64, splits: u64) -> Launch {
-        Launch {
-            kernel: self.reduce_kernel,
-            args: vec![
-                Arg::Buffer {
-                    name: "wgrad.partials".into(),
-                    offset: source_offset as usize,
-                },
-                Arg::Buffer {
-                    name: "grads".into(),
-                    offset: target,
-                },
-                Arg::Int(len as i32),
-                Arg::Int(splits as i32),
-            ],
-        }
+        self.kernels[backward_weights].spec.gemm =
+            Some(conv.gemm(KernelRole::BackwardWeights, conv.weights_tile));
+        vec![self.launch(backward_weights)]
     }
 
     /// The comment line describing a GEMM kernel of `16 tm x 16 tn` tiles.

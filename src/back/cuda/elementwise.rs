@@ -1,55 +1,16 @@
 //! Emitters of the one-thread-per-value kernels: standalone global average
-//! pools, standalone dropouts, the split-K reduction and the SGD update.
+//! pools, standalone dropouts and the SGD update.
 //!
 //! These kernels need no tiling: each thread reads and writes a fixed set
-//! of values, so their grids are [`elementwise`] (or, for the reduction and
-//! the update, a fixed number of items).
+//! of values, so their grids are [`elementwise`] (or, for the update, a
+//! fixed number of items).
 
 use super::fuse::FusedGroup;
 use super::generator::Gen;
 use super::text::c_float;
-use super::tiling::{elementwise, BLOCK_THREADS, TARGET_BLOCKS};
+use super::tiling::{elementwise, BLOCK_THREADS};
 use super::{param, Constants, Item, KernelDef};
 use plan::device::{Arg, Extent, Grid, KernelRole, KernelSpec, Launch};
-
-/// `allcnnc_reduce_splits`, the prelude kernel adding a weight gradient's
-/// split-K partial sums in a fixed order; its launches set `len` and
-/// `splits`. Its grid strides over the whole gradient.
-pub fn reduce_splits_kernel() -> KernelDef {
-    KernelDef {
-        spec: KernelSpec {
-            name: "allcnnc_reduce_splits".into(),
-            role: KernelRole::Reduce,
-            group: String::new(),
-            layers: Vec::new(),
-            lines: Vec::new(),
-            grid: Grid {
-                x_items: Extent::fixed(TARGET_BLOCKS * BLOCK_THREADS as u64),
-                x_items_per_block: BLOCK_THREADS as u64,
-                y: 1,
-                z: 1,
-            },
-            block: [BLOCK_THREADS, 1, 1],
-            dynamic_shared_bytes: 0,
-            static_shared_bytes: 0,
-            flops: Extent::default(),
-            bytes: Extent::default(),
-        },
-        comment: Vec::new(),
-        params: vec![
-            param(
-                "const float* __restrict__",
-                "partials",
-                Arg::buffer("wgrad.partials"),
-            ),
-            param("float* __restrict__", "out", Arg::buffer("grads")),
-            param("int", "len", Arg::Int(0)),
-            param("int", "splits", Arg::Int(1)),
-        ],
-        body: String::new(),
-        min_blocks: 0,
-    }
-}
 
 impl Gen<'_> {
     /// The constants of a global average over an `h x w x c` map.
@@ -257,12 +218,14 @@ impl Gen<'_> {
                     x_items_per_block: BLOCK_THREADS as u64,
                     y: 1,
                     z: 1,
+                    split_k: None,
                 },
                 block: [BLOCK_THREADS, 1, 1],
                 dynamic_shared_bytes: 0,
                 static_shared_bytes: 0,
                 flops: Extent::fixed(6 * n),
                 bytes: Extent::fixed(4 * 5 * n),
+                gemm: None,
             },
             comment: vec![
                 format!(

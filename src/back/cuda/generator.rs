@@ -8,11 +8,9 @@
 //! the group's training backward launches.
 //!
 //! Invariant: kernels, items and buffers are appended in visiting order,
-//! and kernel 0 is always `allcnnc_reduce_splits`, so the same plan always
-//! yields the same module.
+//! so the same plan always yields the same module.
 
 use super::buffers::Layout;
-use super::elementwise::reduce_splits_kernel;
 use super::fuse::{Fusion, GroupKind};
 use super::schedule::Schedule;
 use super::text::Namer;
@@ -31,8 +29,9 @@ pub struct Gen<'a> {
     pub schedule: Schedule,
     /// Floats of the largest split-K partial sums (weights and bias).
     pub partials_len: u64,
-    /// Index of `allcnnc_reduce_splits` in `kernels`.
-    pub reduce_kernel: usize,
+    /// Output tiles of the largest weight-gradient grid (one arrival
+    /// counter each).
+    pub tile_counters: u64,
 }
 
 impl<'a> Gen<'a> {
@@ -46,7 +45,7 @@ impl<'a> Gen<'a> {
             layout: Layout::new(plan, fusion),
             schedule: Schedule::new(plan.layers.len()),
             partials_len: 0,
-            reduce_kernel: 0,
+            tile_counters: 0,
         }
     }
 
@@ -115,6 +114,7 @@ impl<'a> Gen<'a> {
             static_shared_bytes: static_shared,
             flops,
             bytes,
+            gemm: None,
         }
     }
 
@@ -122,9 +122,6 @@ impl<'a> Gen<'a> {
     pub fn run(&mut self, fusion: &Fusion) {
         let plan = self.plan;
         let layers = plan.layers.len();
-        self.reduce_kernel = self.kernels.len();
-        self.kernels.push(reduce_splits_kernel());
-
         let first_param_layer = plan
             .layers
             .iter()
@@ -163,6 +160,12 @@ impl<'a> Gen<'a> {
             DType::F32,
             Extent::fixed(self.partials_len.max(1)),
             "split-K partial sums of the weight and bias gradients",
+        );
+        self.layout.add(
+            "wgrad.counters",
+            DType::I32,
+            Extent::fixed(self.tile_counters.max(1)),
+            "per weight-gradient output tile: splits finished in the running launch (zero between launches)",
         );
         self.update();
     }

@@ -34,6 +34,7 @@ const HEAD_GRID: Grid = Grid {
     x_items_per_block: 1,
     y: 1,
     z: 1,
+    split_k: None,
 };
 
 impl Gen<'_> {

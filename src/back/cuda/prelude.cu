@@ -428,30 +428,75 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     });
 }
 
-// The implicit-GEMM operands of the gradient with respect to the input:
-// A(m, k) is the output gradient that reaches input pixel m through tap and
-// output channel k = (kh, kw, c_out), masked by the activation with the
-// pass's ReLU rule (zero where no output pixel uses the tap); B(k, ci) is the
-// weight of (kh, kw, ci, c_out).
+// One phase of the gradient with respect to the input of a strided
+// convolution: the input pixels (ih, iw) = (py + SH a, px + SW b), which only
+// the taps kh = rh + SH t (kw = rw + SW u) reach, with rh = (py + PT) mod SH:
+// from output row oh = a + OY - t (OY = (py + PT - rh) / SH), and likewise
+// along the width. The backward-data GEMM runs one phase per blockIdx.z,
+// over its own taps only, so a stride-2 3x3 convolution multiplies its 9
+// taps once (4 + 2 + 2 + 1 over the four phases) instead of all 9 for every
+// input pixel. With stride 1 there is one phase, the whole input and every
+// tap, and all of it is a compile-time constant.
+struct DataPhase {
+    int py, px;      // the phase's first input row and column
+    int ah, aw;      // its rows and columns: ceil((IH - py) / SH), ...
+    int rh, rw;      // its first taps
+    int th, tw;      // its taps along each axis: ceil((KH - rh) / SH), ...
+    int oy, ox;      // OY and OX above
+    int pixels;      // ah * aw
+    int k;           // depth of its GEMM: th * tw * OC
+};
+
+__device__ __forceinline__ int phase_count(int size, int first, int stride) {
+    return size > first ? (size - first + stride - 1) / stride : 0;
+}
+
+template <class G>
+__device__ __forceinline__ DataPhase data_phase() {
+    const int z = G::SH * G::SW == 1 ? 0 : (int)blockIdx.z;
+    DataPhase p;
+    p.py = z / G::SW;
+    p.px = z % G::SW;
+    p.ah = phase_count(G::IH, p.py, G::SH);
+    p.aw = phase_count(G::IW, p.px, G::SW);
+    p.rh = (p.py + G::PT) % G::SH;
+    p.rw = (p.px + G::PL) % G::SW;
+    p.th = phase_count(G::KH, p.rh, G::SH);
+    p.tw = phase_count(G::KW, p.rw, G::SW);
+    p.oy = (p.py + G::PT - p.rh) / G::SH;
+    p.ox = (p.px + G::PL - p.rw) / G::SW;
+    p.pixels = p.ah * p.aw;
+    p.k = p.th * p.tw * G::OC;
+    return p;
+}
+
+// The image and the pixel index within it (ih * IW + iw) of row m of a
+// phase's GEMM.
+__device__ __forceinline__ void phase_pixel(const DataPhase& p, int sh, int sw, int iw_size, int m,
+                                            int* image, int* pixel) {
+    const int r = m % p.pixels;
+    *image = m / p.pixels;
+    *pixel = (p.py + sh * (r / p.aw)) * iw_size + p.px + sw * (r % p.aw);
+}
+
+// The implicit-GEMM operands of the gradient with respect to the input, in
+// phase p: A(m, k) is the output gradient that reaches the phase's input
+// pixel m through its tap and output channel k = (t, u, c_out), masked by
+// the activation with the pass's ReLU rule (zero where the tap falls
+// outside the output); B(k, ci) is the weight of (kh, kw, ci, c_out).
 template <class G>
 __device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
-                                              const float* __restrict__ f, int m, int k, int rows,
-                                              int rule) {
-    constexpr int K = G::KH * G::KW * G::OC;
-    constexpr int IN_PIXELS = G::IH * G::IW;
+                                              const float* __restrict__ f, const DataPhase& p,
+                                              int m, int k, int rows, int rule) {
     constexpr int OUT_LEN = G::OH * G::OW * G::OC;
-    if (m >= rows || k >= K) {
+    if (m >= rows || k >= p.k) {
         return 0.0f;
     }
-    const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
+    const int image = m / p.pixels, r = m % p.pixels;
     const int co = k % G::OC, tap = k / G::OC;
-    const int oh_s = pixel / G::IW + G::PT - tap / G::KW;
-    const int ow_s = pixel % G::IW + G::PL - tap % G::KW;
-    if (oh_s < 0 || ow_s < 0 || oh_s % G::SH != 0 || ow_s % G::SW != 0) {
-        return 0.0f;
-    }
-    const int oh = oh_s / G::SH, ow = ow_s / G::SW;
-    if (oh >= G::OH || ow >= G::OW) {
+    const int oh = r / p.aw + p.oy - tap / p.tw;
+    const int ow = r % p.aw + p.ox - tap % p.tw;
+    if (oh < 0 || ow < 0 || oh >= G::OH || ow >= G::OW) {
         return 0.0f;
     }
     const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
@@ -459,20 +504,23 @@ __device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
 }
 
 template <class G>
-__device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, int k, int ci) {
-    constexpr int K = G::KH * G::KW * G::OC;
-    if (k >= K || ci >= G::IC) {
+__device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, const DataPhase& p,
+                                                  int k, int ci) {
+    if (k >= p.k || ci >= G::IC) {
         return 0.0f;
     }
     const int co = k % G::OC, tap = k / G::OC;
-    return w[((size_t)tap * G::IC + ci) * G::OC + co];
+    const int kh = p.rh + G::SH * (tap / p.tw), kw = p.rw + G::SW * (tap % p.tw);
+    return w[((size_t)(kh * G::KW + kw) * G::IC + ci) * G::OC + co];
 }
 
-// Gradient with respect to the input as an implicit GEMM: rows are input
-// pixels (image, ih, iw), columns input channels, K runs over
-// (kh, kw, c_out). The gradient at the output is loaded through the
-// activation's mask (with the pass's ReLU rule); the epilogue applies the
-// fused input dropout's mask in training.
+// Gradient with respect to the input as an implicit GEMM per phase
+// (blockIdx.z; see DataPhase): rows are the phase's input pixels (image,
+// a, b), columns input channels, K runs over the phase's (t, u, c_out).
+// The gradient at the output is loaded through the activation's mask (with
+// the pass's ReLU rule); the epilogue applies the fused input dropout's
+// mask in training. A phase with fewer pixels than the grid covers leaves
+// its surplus blocks idle; one no tap reaches writes zeros.
 template <class G>
 __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
                                                    const float* __restrict__ f,
@@ -480,20 +528,22 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
                                                    float* __restrict__ dx, int n, u64 drop_key,
                                                    int training, int rule) {
     constexpr int TM = G::BTM, TN = G::BTN, BM = 16 * TM, BN = 16 * TN;
-    constexpr int K = G::KH * G::KW * G::OC;
-    constexpr int IN_PIXELS = G::IH * G::IW;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
-    const int rows = n * IN_PIXELS;
+    const DataPhase phase = data_phase<G>();
+    const int rows = n * phase.pixels;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    if (m0 >= rows) {
+        return;
+    }
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     float acc[TM][TN] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    for (int k0 = 0; k0 < phase.k; k0 += BK) {
         for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[kk][mm] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
+            As[kk][mm] = conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
         });
         for_tile<BK, BN, false>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
+            Bs[kk][nn] = conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn);
         });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
@@ -506,8 +556,10 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
         if (m >= rows) {
             continue;
         }
-        const int image = m / IN_PIXELS, pixel = m % IN_PIXELS;
+        int image, pixel;
+        phase_pixel(phase, G::SH, G::SW, G::IW, m, &image, &pixel);
         const u64 image_key = drop ? derive_key(drop_key, (u64)image) : 0ULL;
+        const size_t base = ((size_t)image * G::IH * G::IW + pixel) * G::IC;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int ci = n0 + tx + 16 * j;
@@ -518,7 +570,7 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
             if (drop) {
                 v = dropout_value_keyed<G>(v, image_key, pixel * G::IC + ci);
             }
-            dx[(size_t)m * G::IC + ci] = v;
+            dx[base + ci] = v;
         }
     }
 }
@@ -526,6 +578,8 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
 // conv_backward_data on tensor cores (PREC_TF32 or PREC_BF16 inputs, fp32
 // accumulation): the operands of conv_grad_at / conv_weight_t_at in the
 // row-major tiles of mma_tile_step, the dropout mask in the epilogue.
+// Blocks past the phase's rows leave as a whole (every warp of the block),
+// so mma.sync still sees whole warps.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__ dy,
                                                        const float* __restrict__ f,
@@ -533,20 +587,22 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
                                                        float* __restrict__ dx, int n, u64 drop_key,
                                                        int training, int rule) {
     constexpr int BM = 16 * G::BTM, BN = 16 * G::BTN;
-    constexpr int K = G::KH * G::KW * G::OC;
-    constexpr int IN_PIXELS = G::IH * G::IW;
     __shared__ float As[BM][BK + 4];
     __shared__ float Bs[BK][BN + 8];
-    const int rows = n * IN_PIXELS;
+    const DataPhase phase = data_phase<G>();
+    const int rows = n * phase.pixels;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    if (m0 >= rows) {
+        return;
+    }
     const MmaWarp warp = mma_warp<BM, BN>();
     float acc[BM / 64][BN / 16][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    for (int k0 = 0; k0 < phase.k; k0 += BK) {
         for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[mm][kk] = conv_grad_at<G>(dy, f, m0 + mm, k0 + kk, rows, rule);
+            As[mm][kk] = conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
         });
         for_tile<BK, BN, false>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_t_at<G>(w, k0 + kk, n0 + nn);
+            Bs[kk][nn] = conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn);
         });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
@@ -556,10 +612,12 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         const int m = m0 + row, ci = n0 + col;
         if (m < rows && ci < G::IC) {
+            int image, pixel;
+            phase_pixel(phase, G::SH, G::SW, G::IW, m, &image, &pixel);
             if (drop) {
-                v = dropout_value<G>(v, drop_key, m / IN_PIXELS, (m % IN_PIXELS) * G::IC + ci);
+                v = dropout_value<G>(v, drop_key, image, pixel * G::IC + ci);
             }
-            dx[(size_t)m * G::IC + ci] = v;
+            dx[((size_t)image * G::IH * G::IW + pixel) * G::IC + ci] = v;
         }
     });
 }
@@ -576,10 +634,22 @@ __device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
     return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
 }
 
+// Where a weight-gradient kernel leaves its result: the gradients of the
+// weights and the bias (in the flat gradient buffer), and its split-K
+// scratch: the partial sums (weights: splits x rows x C_out, then bias:
+// splits x C_out) and one arrival counter per output tile (zero between
+// launches).
+struct WeightGradient {
+    float* grad_w;
+    float* grad_b;
+    float* partials;
+    int* tile_counters;
+};
+
 // This block's split of a split-K weight-gradient GEMM (split blockIdx.z
 // of gridDim.z): rows [begin, end) of the K = batch pixels, in whole BK
-// steps, and where its partial sums go in `partials` (weights: splits x
-// rows x C_out, then bias: splits x C_out).
+// steps, and where its sums go: the gradient itself when there is one
+// split, else the split's slice of the partial sums.
 struct WeightSplit {
     int begin;
     int end;
@@ -588,35 +658,98 @@ struct WeightSplit {
 };
 
 template <class G>
-__device__ __forceinline__ WeightSplit weight_split(float* __restrict__ partials, int K) {
+__device__ __forceinline__ WeightSplit weight_split(const WeightGradient& out, int K) {
     constexpr int ROWS = G::KH * G::KW * G::IC;
     const int splits = gridDim.z;
     const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
     WeightSplit split;
     split.begin = blockIdx.z * chunk;
     split.end = min(K, split.begin + chunk);
-    split.weights = partials + (size_t)blockIdx.z * ROWS * G::OC;
-    split.bias = partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
+    if (splits == 1) {
+        split.weights = out.grad_w;
+        split.bias = out.grad_b;
+    } else {
+        split.weights = out.partials + (size_t)blockIdx.z * ROWS * G::OC;
+        split.bias = out.partials + (size_t)splits * ROWS * G::OC + (size_t)blockIdx.z * G::OC;
+    }
     return split;
+}
+
+// The split-K fix-up of output tile (blockIdx.x, blockIdx.y), rows
+// [m0, m0 + BM) x columns [n0, n0 + BN), once this block has written its
+// partial sums: the block that finishes the tile last (its arrival counter
+// reaches gridDim.z; it resets the counter for the next launch) adds the
+// splits' partial sums in split order 0, 1, ..., so the gradient does not
+// depend on which block came last; for the first row tile that includes the
+// bias columns. The fences make every block's partial sums visible to the
+// last one before it reads them (CUDA C++ Programming Guide, memory fence
+// functions), and the reads bypass L1 (__ldcg), which is not coherent.
+template <class G, int BM, int BN>
+__device__ __forceinline__ void weight_splits_fixup(const WeightGradient& out, int m0, int n0) {
+    constexpr int ROWS = G::KH * G::KW * G::IC;
+    const int splits = gridDim.z;
+    if (splits == 1) {
+        return;
+    }
+    __shared__ int last_arrival;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* counter = out.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
+        const int arrived = atomicAdd(counter, 1) + 1;
+        last_arrival = arrived == splits;
+        if (arrived == splits) {
+            *counter = 0;
+        }
+    }
+    __syncthreads();
+    if (!last_arrival) {
+        return;
+    }
+    __threadfence();
+    for (int e = threadIdx.x; e < BM * BN; e += blockDim.x) {
+        const int m = m0 + e / BN, co = n0 + e % BN;
+        if (m < ROWS && co < G::OC) {
+            const size_t at = (size_t)m * G::OC + co;
+            float sum = 0.0f;
+            for (int s = 0; s < splits; ++s) {
+                sum += __ldcg(out.partials + (size_t)s * ROWS * G::OC + at);
+            }
+            out.grad_w[at] = sum;
+        }
+    }
+    if (G::BIAS && blockIdx.x == 0) {
+        const float* bias = out.partials + (size_t)splits * ROWS * G::OC;
+        for (int c = threadIdx.x; c < BN; c += blockDim.x) {
+            const int co = n0 + c;
+            if (co < G::OC) {
+                float sum = 0.0f;
+                for (int s = 0; s < splits; ++s) {
+                    sum += __ldcg(bias + (size_t)s * G::OC + co);
+                }
+                out.grad_b[co] = sum;
+            }
+        }
+    }
 }
 
 // Gradient with respect to the weights (and the bias) as a split-K implicit
 // GEMM: rows are (kh, kw, c_in), columns output channels, K runs over the
 // batch's output pixels and is split across gridDim.z. Each split writes its
-// partial sums where WeightSplit says; allcnnc_reduce_splits adds them in
+// partial sums where WeightSplit says; weight_splits_fixup adds them in
 // split order, so the result does not depend on scheduling.
 template <class G>
 __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ x,
                                                       const float* __restrict__ dy,
                                                       const float* __restrict__ f,
-                                                      float* __restrict__ partials, int n,
+                                                      const WeightGradient& out, int n,
                                                       u64 drop_key, int training) {
     constexpr int TM = G::WTM, TN = G::WTN, BM = 16 * TM, BN = 16 * TN;
     constexpr int ROWS = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN + 1];
-    const WeightSplit split = weight_split<G>(partials, n * OUT_PIXELS);
+    const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const bool drop = G::DROPOUT && training;
@@ -667,24 +800,25 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
             }
         }
     }
+    weight_splits_fixup<G, BM, BN>(out, m0, n0);
 }
 
 // conv_backward_weights on tensor cores (PREC_TF32 or PREC_BF16 inputs,
-// fp32 accumulation): the same split-K partial sums; the bias column sums
+// fp32 accumulation): the same split-K partial sums and fix-up; the bias column sums
 // are taken in fp32 from the shared dy tile by the first BN threads of the
 // blocks of the first row tile.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_backward_weights_mma(const float* __restrict__ x,
                                                           const float* __restrict__ dy,
                                                           const float* __restrict__ f,
-                                                          float* __restrict__ partials, int n,
+                                                          const WeightGradient& out, int n,
                                                           u64 drop_key, int training) {
     constexpr int BM = 16 * G::WTM, BN = 16 * G::WTN;
     constexpr int ROWS = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
     __shared__ float As[BM][BK + 4];
     __shared__ float Bs[BK][BN + 8];
-    const WeightSplit split = weight_split<G>(partials, n * OUT_PIXELS);
+    const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
     const bool drop = G::DROPOUT && training;
@@ -716,6 +850,7 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     if (bias_thread && n0 + (int)threadIdx.x < G::OC) {
         split.bias[n0 + threadIdx.x] = bias_acc;
     }
+    weight_splits_fixup<G, BM, BN>(out, m0, n0);
 }
 
 // The clipped span of pooling window `o` along one axis (Caffe's rule, as
@@ -1025,21 +1160,3 @@ __device__ __forceinline__ void sgd_update(float* __restrict__ w, const float* _
 }
 
 }  // namespace allcnnc
-
-// allcnnc_reduce_splits: adds the split-K partial sums of a weight (or bias)
-// gradient in split order: out[i] = sum over s of partials[s * len + i].
-// The grid is fixed and a gradient may be far longer (All-CNN-C's conv7 has
-// 331,776 weights), so each thread strides over the whole length; every
-// entry is still one thread's sum in split order.
-extern "C" __global__ void __launch_bounds__(256)
-allcnnc_reduce_splits(const float* __restrict__ partials, float* __restrict__ out, int len,
-                      int splits) {
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)len; i += stride) {
-        float sum = 0.0f;
-        for (int s = 0; s < splits; ++s) {
-            sum += partials[(size_t)s * len + i];
-        }
-        out[i] = sum;
-    }
-}

@@ -81,17 +81,42 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
         "  {:<20} SGD update of {} parameters ({} tensors) in one launch",
         "update", fusion.update.params, fusion.update.tensors
     );
+    let step: Vec<usize> = plan
+        .forward
+        .iter()
+        .chain(&plan.backward)
+        .chain(&plan.update)
+        .map(|launch| launch.kernel)
+        .collect();
+    let executed = |k: usize| {
+        let kernel = &plan.kernels[k];
+        kernel
+            .gemm
+            .as_ref()
+            .map_or(kernel.flops.at(batch), |gemm| gemm.executed_flops(batch))
+    };
+    let step_executed: u64 = step.iter().map(|&k| executed(k)).sum();
     let _ = writeln!(
         out,
-        "\nkernels at batch {batch} (FLOPs and bytes of one launch; bytes count each tensor once):"
+        "\nlaunches: {} per training step ({} forward, {} backward, {} update), {} per inference pass",
+        step.len(),
+        plan.forward.len(),
+        plan.backward.len(),
+        plan.update.len(),
+        plan.infer.len()
     );
     let _ = writeln!(
         out,
-        "  {:<32} {:<16} {:>12} {:>12} {:>9}  grid x block",
-        "kernel", "role", "FLOPs", "bytes", "FLOP/B"
+        "\nkernels at batch {batch} (FLOPs and bytes of one launch; bytes count each tensor once; executed: the FLOPs the GEMM tiles run, padding and zero taps included, over the layer's useful FLOPs; step: share of a training step's executed FLOPs):"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6}  grid x block",
+        "kernel", "role", "FLOPs", "bytes", "FLOP/B", "executed", "step"
     );
     let (mut total_flops, mut total_bytes) = (0u64, 0u64);
-    for kernel in &plan.kernels {
+    let (mut step_useful, mut step_gemm_executed) = (0u64, 0u64);
+    for (k, kernel) in plan.kernels.iter().enumerate() {
         let flops = kernel.flops.at(batch);
         let bytes = kernel.bytes.at(batch);
         total_flops += flops;
@@ -102,15 +127,35 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
         } else {
             format!("{:.1}", flops as f64 / bytes as f64)
         };
+        let ratio = match &kernel.gemm {
+            Some(gemm) => {
+                let useful = gemm.useful_flops.at(batch);
+                let launches = step.iter().filter(|&&s| s == k).count() as u64;
+                step_useful += launches * useful;
+                step_gemm_executed += launches * gemm.executed_flops(batch);
+                format!(
+                    "{:.2}x",
+                    gemm.executed_flops(batch) as f64 / useful.max(1) as f64
+                )
+            }
+            None => "-".to_string(),
+        };
+        let share = if step.contains(&k) && step_executed > 0 {
+            format!("{:.1}%", 100.0 * executed(k) as f64 / step_executed as f64)
+        } else {
+            "-".to_string()
+        };
         let role = kernel.role.name();
         let _ = writeln!(
             out,
-            "  {:<32} {:<16} {:>12} {:>12} {:>9}  {gx}x{gy}x{gz} x {}",
+            "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6}  {gx}x{gy}x{gz} x {}",
             kernel.name,
             role,
             human(flops, "FLOP"),
             human(bytes, "B"),
             intensity,
+            ratio,
+            share,
             kernel.block[0]
         );
     }
@@ -122,6 +167,15 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
         human(total_flops, "FLOP"),
         human(total_bytes, "B")
     );
+    if step_useful > 0 {
+        let _ = writeln!(
+            out,
+            "  GEMMs of a training step: {} executed for {} useful ({:.2}x)",
+            human(step_gemm_executed, "FLOP"),
+            human(step_useful, "FLOP"),
+            step_gemm_executed as f64 / step_useful as f64
+        );
+    }
     out
 }
 
