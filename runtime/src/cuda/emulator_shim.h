@@ -168,10 +168,15 @@ static void allcnnc_emu_run_block(allcnnc_emu_worker& w) {
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 // Device-scope atomics and fences, as the weight-gradient fix-up uses them
-// (PTX: atom.add, membar.gl, ld.global.cg): sequentially consistent host
-// atomics, which order at least as strongly.
-inline int atomicAdd(int* address, int value) {
-    return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+// (PTX: atom.inc, membar.gl, ld.global.cg): sequentially consistent host
+// atomics, which order at least as strongly. atomicInc: old >= limit ? 0 :
+// old + 1, returning old.
+inline unsigned atomicInc(unsigned* address, unsigned limit) {
+    unsigned old = __atomic_load_n(address, __ATOMIC_SEQ_CST);
+    while (!__atomic_compare_exchange_n(address, &old, old >= limit ? 0u : old + 1u, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+    return old;
 }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline float __ldcg(const float* address) {

@@ -542,7 +542,7 @@ impl Gen<'_> {
                 },
             ),
             param("float*", "partials", Arg::buffer("wgrad.partials")),
-            param("int*", "tile_counters", Arg::buffer("wgrad.counters")),
+            param("unsigned*", "tile_counters", Arg::buffer("wgrad.counters")),
             param("int", "n", Arg::Batch),
         ];
         conv.dropout_params(&mut params);
@@ -565,9 +565,12 @@ impl Gen<'_> {
                 Extent::per_image(2 * conv.macs + if bias { out_len } else { 0 }),
                 Extent {
                     per_image: 4 * (in_len + 2 * out_len),
-                    // Each split's partial sums written and read once, the
-                    // gradient written.
-                    fixed: 4 * (2 * u64::from(nominal) + 1) * (weight_len + o.c as u64),
+                    // The gradient written; with several splits, each
+                    // split's partial sums written and read once too.
+                    fixed: 4 * (weight_len + o.c as u64) * match nominal {
+                        1 => 1,
+                        splits => 2 * u64::from(splits) + 1,
+                    },
                 },
             ),
             comment: vec![

@@ -165,7 +165,7 @@ impl<'a> Gen<'a> {
             "wgrad.counters",
             DType::I32,
             Extent::fixed(self.tile_counters.max(1)),
-            "per weight-gradient output tile: splits finished in the running launch (zero between launches)",
+            "per weight-gradient output tile: splits finished in the running launch (unsigned; zero between launches)",
         );
         self.update();
     }

@@ -13,8 +13,8 @@
 //! - conv groups: `NAME_forward` (implicit GEMM, shared-memory tiles, bias +
 //!   activation epilogue, input dropout on load), `NAME_backward_data` (ReLU
 //!   rule as an argument, dropout mask in the epilogue) and
-//!   `NAME_backward_weights` (split-K partial sums, bias included), whose
-//!   splits `allcnnc_reduce_splits` adds in a fixed order;
+//!   `NAME_backward_weights` (split-K, bias included; the last block of
+//!   each output tile adds the splits' partial sums in split order);
 //! - pools, standalone global averages and dropouts: `NAME_forward`,
 //!   `NAME_backward`;
 //! - the head: `NAME_train` (average, softmax, loss, top-1 and the gradient

@@ -643,7 +643,7 @@ struct WeightGradient {
     float* grad_w;
     float* grad_b;
     float* partials;
-    int* tile_counters;
+    unsigned* tile_counters;
 };
 
 // This block's split of a split-K weight-gradient GEMM (split blockIdx.z
@@ -661,10 +661,13 @@ template <class G>
 __device__ __forceinline__ WeightSplit weight_split(const WeightGradient& out, int K) {
     constexpr int ROWS = G::KH * G::KW * G::IC;
     const int splits = gridDim.z;
-    const int chunk = ((K + splits - 1) / splits + BK - 1) / BK * BK;
+    // In 64 bits: K may come close to 2^31 - 1 at the largest batch.
+    const long long per_split = ((long long)K + splits - 1) / splits;
+    const long long chunk = (per_split + BK - 1) / BK * BK;
+    const long long begin = blockIdx.z * chunk, end = begin + chunk;
     WeightSplit split;
-    split.begin = blockIdx.z * chunk;
-    split.end = min(K, split.begin + chunk);
+    split.begin = (int)(begin < K ? begin : K);
+    split.end = (int)(end < K ? end : K);
     if (splits == 1) {
         split.weights = out.grad_w;
         split.bias = out.grad_b;
@@ -677,13 +680,15 @@ __device__ __forceinline__ WeightSplit weight_split(const WeightGradient& out, i
 
 // The split-K fix-up of output tile (blockIdx.x, blockIdx.y), rows
 // [m0, m0 + BM) x columns [n0, n0 + BN), once this block has written its
-// partial sums: the block that finishes the tile last (its arrival counter
-// reaches gridDim.z; it resets the counter for the next launch) adds the
-// splits' partial sums in split order 0, 1, ..., so the gradient does not
-// depend on which block came last; for the first row tile that includes the
-// bias columns. The fences make every block's partial sums visible to the
-// last one before it reads them (CUDA C++ Programming Guide, memory fence
-// functions), and the reads bypass L1 (__ldcg), which is not coherent.
+// partial sums: the block that finishes the tile last adds the splits'
+// partial sums in split order 0, 1, ..., so the gradient does not depend on
+// which block came last; for the first row tile that includes the bias
+// columns. As in cooperative groups' grid barrier: the block's barrier,
+// then one thread fences (its fence covers the writes the barrier ordered
+// before it) and arrives; atomicInc counts 0, 1, ..., splits - 1 and wraps
+// to 0 with the last arrival, so the counter is zero again for the next
+// launch with no store of its own. The last block fences again before it
+// reads, and reads around L1 (__ldcg), which is not coherent.
 template <class G, int BM, int BN>
 __device__ __forceinline__ void weight_splits_fixup(const WeightGradient& out, int m0, int n0) {
     constexpr int ROWS = G::KH * G::KW * G::IC;
@@ -692,15 +697,11 @@ __device__ __forceinline__ void weight_splits_fixup(const WeightGradient& out, i
         return;
     }
     __shared__ int last_arrival;
-    __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        int* counter = out.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
-        const int arrived = atomicAdd(counter, 1) + 1;
-        last_arrival = arrived == splits;
-        if (arrived == splits) {
-            *counter = 0;
-        }
+        __threadfence();
+        unsigned* counter = out.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
+        last_arrival = atomicInc(counter, (unsigned)splits - 1) == (unsigned)splits - 1;
     }
     __syncthreads();
     if (!last_arrival) {
