@@ -300,3 +300,65 @@ fn launches_fit_the_limits_of_sm90() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `compile --report` for All-CNN-C: the launches of a training step (one
+/// per weight gradient, no reduction launches), the FLOPs the GEMM tiles
+/// execute over the useful ones (96-wide tiles, stride-2 input gradients
+/// as phase GEMMs), shared memory from the plan and registers where ptxas's
+/// figures are given.
+#[test]
+fn report_counts_launches_and_executed_flops() {
+    use allcnnc::back::cuda::{fuse::fuse_plan, generate_fused, report, Precision};
+    let plan = plan_of(Path::new("models/all-cnn-c.net"));
+    let fusion = fuse_plan(&plan);
+    for (precision, ratio) in [
+        (Precision::Fp32, "(1.07x)"),
+        (Precision::Tf32, "(1.02x)"),
+        (Precision::Bf16, "(1.02x)"),
+    ] {
+        let program = generate_fused(&plan, &fusion, precision);
+        let registers = [("conv3_backward_data".to_string(), 77u32)].into();
+        let text = report::render(&fusion, &program.plan, 128, &registers);
+        assert!(
+            text.contains(
+                "launches: 28 per training step (10 forward, 17 backward, 1 update), 10 per inference pass"
+            ),
+            "{text}"
+        );
+        let gemms = text
+            .lines()
+            .find(|line| line.contains("GEMMs of a training step"))
+            .unwrap_or_else(|| panic!("no GEMM total:\n{text}"));
+        assert!(gemms.ends_with(ratio), "{precision:?}: {gemms}");
+        for strided in ["conv3_backward_data", "conv6_backward_data"] {
+            let line = text
+                .lines()
+                .find(|line| line.trim_start().starts_with(strided))
+                .unwrap();
+            assert!(line.contains(" 1.00x "), "{line}");
+            // The four phases along z.
+            assert!(line.contains("x4 x 256"), "{line}");
+        }
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("conv3_backward_data"))
+            .unwrap();
+        assert!(line.contains(" 77 "), "registers given: {line}");
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("conv5_forward"))
+            .unwrap();
+        let smem = program
+            .plan
+            .kernels
+            .iter()
+            .find(|k| k.name == "conv5_forward")
+            .unwrap()
+            .static_shared_bytes;
+        assert!(
+            line.contains(&format!("{:.2} kB", f64::from(smem) / 1e3)),
+            "{smem} B: {line}"
+        );
+        assert!(!text.contains("reduce"), "{text}");
+    }
+}

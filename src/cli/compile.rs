@@ -245,20 +245,34 @@ pub fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResul
         )?,
     ];
     print!("{}", back::summary::render_text(&summary));
+    // Compiled first when asked, so that the report shows registers too.
+    let compiled = if options.verify {
+        Some(
+            back::cuda::report::compile(&program, &options.arch)
+                .map_err(|err| Failure::Message(err.to_string()))?,
+        )
+    } else {
+        None
+    };
     if options.report {
         let batch = graph.training.as_ref().map_or(128, |t| t.batch as u64);
+        let registers = compiled
+            .as_ref()
+            .map(back::cuda::report::registers)
+            .unwrap_or_default();
         print!(
             "{}",
-            back::cuda::report::render(&fusion, &program.plan, batch)
+            back::cuda::report::render(&fusion, &program.plan, batch, &registers)
         );
     }
     for path in written {
         eprintln!("wrote {}", path.display());
     }
-    if options.verify {
-        let verified = back::cuda::report::verify(&program, &options.arch)
-            .map_err(|err| Failure::Message(err.to_string()))?;
-        print!("{verified}");
+    if let Some(compiled) = &compiled {
+        print!(
+            "{}",
+            back::cuda::report::render_verification(&program, &options.arch, compiled)
+        );
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use plan::device::DevicePlan;
 use plan::device::Program;
 #[cfg(feature = "runtime")]
 use runtime::cuda::nvrtc::{self, Compiled, NvrtcError};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 fn human(value: u64, unit: &str) -> String {
@@ -58,8 +59,17 @@ fn kind_text(kind: &GroupKind) -> String {
     }
 }
 
-/// The fused groups and the kernels' FLOPs and bytes at batch `batch`.
-pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
+/// The fused groups, the launches of a training step and an inference
+/// pass, and per kernel its FLOPs and bytes at batch `batch`, the FLOPs its
+/// GEMM tiles execute over the useful ones, its share of a training step,
+/// its shared memory (static and dynamic, as the plan declares them) and,
+/// where `registers` has it (from ptxas, `compile --verify`), its registers.
+pub fn render(
+    fusion: &Fusion,
+    plan: &DevicePlan,
+    batch: u64,
+    registers: &HashMap<String, u32>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nfused groups of {}:", plan.model);
     for group in &fusion.groups {
@@ -107,12 +117,12 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "\nkernels at batch {batch} (FLOPs and bytes of one launch; bytes count each tensor once; executed: the FLOPs the GEMM tiles run, padding and zero taps included, over the layer's useful FLOPs; step: share of a training step's executed FLOPs):"
+        "\nkernels at batch {batch} (FLOPs and bytes of one launch; bytes count each tensor once; executed: the FLOPs the GEMM tiles run, padding and zero taps included, over the layer's useful FLOPs; step: share of a training step's executed FLOPs; smem: shared memory per block; regs: registers per thread, from ptxas with --verify):"
     );
     let _ = writeln!(
         out,
-        "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6}  grid x block",
-        "kernel", "role", "FLOPs", "bytes", "FLOP/B", "executed", "step"
+        "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6} {:>8} {:>4}  grid x block",
+        "kernel", "role", "FLOPs", "bytes", "FLOP/B", "executed", "step", "smem", "regs"
     );
     let (mut total_flops, mut total_bytes) = (0u64, 0u64);
     let (mut step_useful, mut step_gemm_executed) = (0u64, 0u64);
@@ -146,9 +156,13 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
             "-".to_string()
         };
         let role = kernel.role.name();
+        let smem = kernel.static_shared_bytes + kernel.dynamic_shared_bytes;
+        let regs = registers
+            .get(&kernel.name)
+            .map_or("-".to_string(), u32::to_string);
         let _ = writeln!(
             out,
-            "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6}  {gx}x{gy}x{gz} x {}",
+            "  {:<32} {:<16} {:>12} {:>12} {:>9} {:>8} {:>6} {:>8} {:>4}  {gx}x{gy}x{gz} x {}",
             kernel.name,
             role,
             human(flops, "FLOP"),
@@ -156,6 +170,8 @@ pub fn render(fusion: &Fusion, plan: &DevicePlan, batch: u64) -> String {
             intensity,
             ratio,
             share,
+            human(u64::from(smem), "B"),
+            regs,
             kernel.block[0]
         );
     }
@@ -186,10 +202,14 @@ pub fn compile(program: &Program, arch: &str) -> Result<Compiled, NvrtcError> {
 }
 
 #[cfg(feature = "runtime")]
-/// `--verify`: compiles the program and renders ptxas's figures per kernel.
-pub fn verify(program: &Program, arch: &str) -> Result<String, NvrtcError> {
-    let compiled = compile(program, arch)?;
-    Ok(render_verification(program, arch, &compiled))
+/// Registers per thread of each kernel ptxas reported, by kernel name, for
+/// [`render`].
+pub fn registers(compiled: &Compiled) -> HashMap<String, u32> {
+    compiled
+        .kernels
+        .iter()
+        .map(|k| (k.name.clone(), k.registers))
+        .collect()
 }
 
 #[cfg(feature = "runtime")]
