@@ -362,3 +362,45 @@ fn report_counts_launches_and_executed_flops() {
         assert!(!text.contains("reduce"), "{text}");
     }
 }
+
+/// `allcnnc compile --report --verify` on the command line: the report
+/// carries ptxas's registers (the program is compiled before the report
+/// is printed), and the verification table follows.
+#[test]
+fn compile_cli_reports_registers_with_verify() {
+    nvrtc::nvrtc_version().unwrap_or_else(|err| panic!("{err}; {NVRTC_HINT}"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allcnnc"))
+        .args([
+            "compile",
+            "models/all-cnn-c.net",
+            "--report",
+            "--verify",
+            "-o",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("launches: 28 per training step"),
+        "{stdout}"
+    );
+    let report_line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("conv5_forward") && line.contains("FLOP"))
+        .unwrap_or_else(|| panic!("no report line for conv5_forward:\n{stdout}"));
+    let regs: u32 = report_line
+        .split_whitespace()
+        .rev()
+        .nth(3)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("no registers in {report_line:?}"));
+    assert!((16..=255).contains(&regs), "{report_line}");
+    assert!(stdout.contains("spill registers"), "{stdout}");
+}
