@@ -410,7 +410,7 @@ fn safetensors_export_is_oihw_without_momentum() {
         }
     }
     let preprocess = checkpoint.preprocess.as_ref().unwrap();
-    let fitted_tensors = preprocess.to_tensors();
+    let fitted_tensors = preprocess.to_tensors_whole();
     for (name, dims, expected) in &fitted_tensors {
         assert_eq!(&values(name), &(dims.clone(), expected.clone()), "{name}");
     }

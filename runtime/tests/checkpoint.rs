@@ -11,7 +11,7 @@ mod parts;
 mod support;
 
 use parts::Parts;
-use runtime::data::preprocess::{FitOptions, Preprocess, PreprocessHeader, PreprocessKind};
+use runtime::data::preprocess::{FitOptions, Method, Preprocess, PreprocessHeader, PreprocessKind};
 use runtime::plan::{Activation, Op, Plan, Shape};
 use runtime::train::checkpoint::{
     Checkpoint, CheckpointError, Progress, FORMAT_VERSION, MAX_EPOCH,
@@ -134,6 +134,88 @@ fn save_then_load_gives_back_every_bit() {
             original.progress.loss_sum.to_bits()
         );
     }
+}
+
+/// The ZCA matrix of a gcn-zca checkpoint.
+fn zca_matrix(checkpoint: &mut Checkpoint) -> &mut Vec<f32> {
+    match checkpoint.preprocess.as_mut().map(|p| &mut p.method) {
+        Some(Method::GcnZca { zca, .. }) => &mut zca.matrix,
+        _ => panic!("not gcn-zca"),
+    }
+}
+
+/// A fitted whitening matrix is symmetric bit for bit and stored as its
+/// upper triangle (half the bytes), exactly; one that is not (fitted by an
+/// older version) is stored whole, exactly; a symmetric one stored whole
+/// (an older file) loads; a file with both forms is refused.
+#[test]
+fn zca_matrix_is_stored_as_its_upper_triangle_exactly() {
+    let plan = plan();
+    let dim = plan.input.len();
+    let mut original = checkpoint(&plan, 2, false, Some(PreprocessKind::GcnZca));
+    let matrix = zca_matrix(&mut original).clone();
+    for i in 0..dim {
+        for j in 0..dim {
+            assert_eq!(
+                matrix[i * dim + j].to_bits(),
+                matrix[j * dim + i].to_bits(),
+                "fitted W[{i}][{j}]"
+            );
+        }
+    }
+    let bytes = saved(&plan, &original);
+    let parts = Parts::of(&bytes);
+    let names: Vec<&str> = parts.tensors.iter().map(|t| t.0.as_str()).collect();
+    assert!(!names.contains(&"preprocess.zca_matrix"), "{names:?}");
+    let upper = parts
+        .tensors
+        .iter()
+        .find(|t| t.0 == "preprocess.zca_matrix_upper")
+        .expect("upper triangle stored");
+    assert_eq!(upper.2, vec![dim * (dim + 1) / 2]);
+    // Row 1 of the triangle starts after row 0's `dim` values, at W[1][1].
+    let value = |k: usize| f32::from_le_bytes(upper.3[4 * k..4 * k + 4].try_into().unwrap());
+    assert_eq!(value(dim).to_bits(), matrix[dim + 1].to_bits());
+    assert_eq!(load(&plan, &bytes).unwrap(), original);
+
+    // Whole, as an older version wrote it: the same checkpoint.
+    let whole: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let old = parts.edited(|c| {
+        c.tensors.retain(|t| t.0 != "preprocess.zca_matrix_upper");
+        c.tensors.push((
+            "preprocess.zca_matrix".into(),
+            Dtype::F32,
+            vec![dim, dim],
+            whole.clone(),
+        ));
+    });
+    assert_eq!(load(&plan, &old).unwrap(), original);
+    let both = parts.edited(|c| {
+        c.tensors.push((
+            "preprocess.zca_matrix".into(),
+            Dtype::F32,
+            vec![dim, dim],
+            whole.clone(),
+        ))
+    });
+    assert_names(
+        &refusal(&plan, &both),
+        &["preprocess.zca_matrix_upper", "preprocess.zca_matrix"],
+    );
+
+    // Not symmetric: stored whole and given back bit for bit.
+    let mut lopsided = original.clone();
+    zca_matrix(&mut lopsided)[dim] += 1e-3;
+    let bytes = saved(&plan, &lopsided);
+    let parts = Parts::of(&bytes);
+    assert!(parts.tensors.iter().any(|t| t.0 == "preprocess.zca_matrix"));
+    let loaded = load(&plan, &bytes).unwrap();
+    assert_eq!(loaded, lopsided);
+    let mut loaded = loaded;
+    assert_eq!(
+        bits(zca_matrix(&mut loaded)),
+        bits(zca_matrix(&mut lopsided))
+    );
 }
 
 /// The message of loading `bytes`, which must be refused.

@@ -91,7 +91,16 @@ pub fn export(args: &ExportArgs) -> CliResult {
         }
         ExportFormat::Weights => {
             let progress = &checkpoint.progress;
+            // A whitening matrix is written as its upper triangle: half the
+            // bytes (18.9 MB instead of 37.7 for CIFAR's 3,072 values). One
+            // fitted before fitting mirrored it may differ from its
+            // transpose by rounding; it is mirrored here.
+            let preprocess = checkpoint.preprocess.clone().map(|mut preprocess| {
+                preprocess.symmetrize();
+                preprocess
+            });
             let inference = Checkpoint {
+                preprocess,
                 momentum: Vec::new(),
                 // Where the weights came from; no unfinished epoch.
                 progress: Progress {

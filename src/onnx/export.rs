@@ -287,7 +287,7 @@ fn check_size(plan: &Plan, checkpoint: &Checkpoint, limit: u64) -> Result<(), Ex
         .map(|spec| (spec.name.clone(), 4 * spec.len() as u64))
         .collect();
     if let Some(preprocess) = &checkpoint.preprocess {
-        for (name, dims, _) in preprocess.to_tensors() {
+        for (name, dims, _) in preprocess.to_tensors_whole() {
             tensors.push((name, 4 * dims.iter().product::<usize>() as u64));
         }
     }

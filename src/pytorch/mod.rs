@@ -46,7 +46,7 @@ pub fn tensors(plan: &Plan, checkpoint: &Checkpoint) -> Result<Vec<NamedTensor>,
         }
     }
     if let Some(preprocess) = &checkpoint.preprocess {
-        tensors.extend(preprocess.to_tensors());
+        tensors.extend(preprocess.to_tensors_whole());
     }
     Ok(tensors)
 }

@@ -48,6 +48,9 @@ const MEAN_TENSOR: &str = "preprocess.mean";
 const STD_TENSOR: &str = "preprocess.std";
 const ZCA_MEAN_TENSOR: &str = "preprocess.zca_mean";
 const ZCA_MATRIX_TENSOR: &str = "preprocess.zca_matrix";
+/// The ZCA matrix's upper triangle, row by row (`W[i][i..D]` for each `i`):
+/// how a bit-symmetric matrix is stored, in half the bytes.
+const ZCA_UPPER_TENSOR: &str = "preprocess.zca_matrix_upper";
 
 /// A named flat `f32` tensor: `(name, dims, values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
@@ -139,7 +142,9 @@ pub struct Zca {
     pub fit_images: usize,
     /// Mean of each feature over the fitting images.
     pub mean: Vec<f32>,
-    /// `W`, `D x D`, symmetric, row-major.
+    /// `W`, `D x D`, symmetric, row-major. Fitting makes it symmetric bit
+    /// for bit (the upper triangle mirrored), so that its upper triangle
+    /// alone stores it exactly.
     pub matrix: Vec<f32>,
 }
 
@@ -211,12 +216,60 @@ impl Zca {
             1.0,
             Par::rayon(0),
         );
-        Ok(Self {
+        let mut zca = Self {
             bias,
             fit_images: m,
             mean,
             matrix,
+        };
+        zca.symmetrize();
+        Ok(zca)
+    }
+
+    /// Whether `W` equals its transpose bit for bit.
+    pub fn is_symmetric(&self) -> bool {
+        let dim = self.dim();
+        (0..dim).all(|i| {
+            (i + 1..dim)
+                .all(|j| self.matrix[i * dim + j].to_bits() == self.matrix[j * dim + i].to_bits())
         })
+    }
+
+    /// Makes `W` symmetric bit for bit by mirroring its upper triangle
+    /// (the two triangles of a fitted matrix differ by rounding only: at
+    /// most a few units in the last place).
+    pub fn symmetrize(&mut self) {
+        let dim = self.dim();
+        for i in 0..dim {
+            for j in i + 1..dim {
+                self.matrix[j * dim + i] = self.matrix[i * dim + j];
+            }
+        }
+    }
+
+    /// The upper triangle of `W`, row by row.
+    fn upper(&self) -> Vec<f32> {
+        let dim = self.dim();
+        let mut packed = Vec::with_capacity(dim * (dim + 1) / 2);
+        for i in 0..dim {
+            packed.extend_from_slice(&self.matrix[i * dim + i..(i + 1) * dim]);
+        }
+        packed
+    }
+
+    /// The symmetric `D x D` matrix whose upper triangle is `packed`.
+    fn from_upper(packed: &[f32], dim: usize) -> Vec<f32> {
+        let mut matrix = vec![0.0f32; dim * dim];
+        let mut rest = packed;
+        for i in 0..dim {
+            let (row, tail) = rest.split_at(dim - i);
+            matrix[i * dim + i..(i + 1) * dim].copy_from_slice(row);
+            for (j, &value) in (i..dim).zip(row) {
+                matrix[j * dim + i] = value;
+            }
+            rest = tail;
+        }
+        matrix
     }
 
     /// Whitens `images` (`D` values each) in place.
@@ -443,8 +496,24 @@ impl Preprocess {
     }
 
     /// The fitted tensors, named `preprocess.*`: `mean` and `std` `[C]` for
-    /// mean-std; `zca_mean` `[D]` and `zca_matrix` `[D, D]` for gcn-zca.
+    /// mean-std; `zca_mean` `[D]` and, for gcn-zca, the whitening matrix as
+    /// `zca_matrix_upper` `[D (D + 1) / 2]` (its upper triangle) when it is
+    /// symmetric bit for bit, as every matrix fitted since that form exists
+    /// is, else whole as `zca_matrix` `[D, D]`: either way exactly.
     pub fn to_tensors(&self) -> Vec<NamedTensor> {
+        self.tensors(true)
+    }
+
+    /// The fitted tensors with the whitening matrix always whole
+    /// (`zca_matrix` `[D, D]`): for formats read by other programs
+    /// (PyTorch's state dict, ONNX), which multiply by the whole matrix.
+    pub fn to_tensors_whole(&self) -> Vec<NamedTensor> {
+        self.tensors(false)
+    }
+
+    /// [`Preprocess::to_tensors`], with the upper triangle of a symmetric
+    /// whitening matrix when `packed`.
+    fn tensors(&self, packed: bool) -> Vec<NamedTensor> {
         match &self.method {
             Method::None => Vec::new(),
             Method::MeanStd { mean, std } => vec![
@@ -453,15 +522,45 @@ impl Preprocess {
             ],
             Method::GcnZca { zca, .. } => {
                 let dim = zca.dim();
-                vec![
-                    (ZCA_MEAN_TENSOR.to_string(), vec![dim], zca.mean.clone()),
+                let matrix = if packed && zca.is_symmetric() {
+                    (
+                        ZCA_UPPER_TENSOR.to_string(),
+                        vec![dim * (dim + 1) / 2],
+                        zca.upper(),
+                    )
+                } else {
                     (
                         ZCA_MATRIX_TENSOR.to_string(),
                         vec![dim, dim],
                         zca.matrix.clone(),
-                    ),
+                    )
+                };
+                vec![
+                    (ZCA_MEAN_TENSOR.to_string(), vec![dim], zca.mean.clone()),
+                    matrix,
                 ]
             }
+        }
+    }
+
+    /// The names this preprocessing's tensors may have in a file: those of
+    /// [`Preprocess::to_tensors`], and for gcn-zca both forms of the
+    /// whitening matrix (a symmetric matrix may have been written whole by
+    /// an older version).
+    pub fn tensor_names(&self) -> Vec<&'static str> {
+        match &self.method {
+            Method::None => Vec::new(),
+            Method::MeanStd { .. } => vec![MEAN_TENSOR, STD_TENSOR],
+            Method::GcnZca { .. } => vec![ZCA_MEAN_TENSOR, ZCA_MATRIX_TENSOR, ZCA_UPPER_TENSOR],
+        }
+    }
+
+    /// Makes a ZCA whitening matrix symmetric bit for bit (see
+    /// [`Zca::symmetrize`]) so that it is stored as its upper triangle;
+    /// other preprocessing is left as it is.
+    pub fn symmetrize(&mut self) {
+        if let Method::GcnZca { zca, .. } = &mut self.method {
+            zca.symmetrize();
         }
     }
 
@@ -573,13 +672,29 @@ impl Preprocess {
                     });
                 };
                 let dim = shape.len();
+                let has = |name: &str| tensors.iter().any(|(tensor, _, _)| tensor == name);
+                let matrix = match (has(ZCA_UPPER_TENSOR), has(ZCA_MATRIX_TENSOR)) {
+                    (true, true) => {
+                        return Err(DataError::BadPreprocessTensor {
+                            name: ZCA_UPPER_TENSOR.to_string(),
+                            reason: format!(
+                                "is there beside `{ZCA_MATRIX_TENSOR}`: a file holds the whitening matrix once, whole or as its upper triangle"
+                            ),
+                        })
+                    }
+                    (true, false) => Zca::from_upper(
+                        &take(ZCA_UPPER_TENSOR, vec![dim * (dim + 1) / 2])?,
+                        dim,
+                    ),
+                    (false, _) => take(ZCA_MATRIX_TENSOR, vec![dim, dim])?,
+                };
                 Method::GcnZca {
                     gcn,
                     zca: Zca {
                         bias,
                         fit_images,
                         mean: take(ZCA_MEAN_TENSOR, vec![dim])?,
-                        matrix: take(ZCA_MATRIX_TENSOR, vec![dim, dim])?,
+                        matrix,
                     },
                 }
             }

@@ -429,16 +429,15 @@ impl Checkpoint {
         };
 
         // Every tensor in the file must be one of those read above.
-        let preprocess_names: Vec<String> = preprocess
+        let preprocess_names: Vec<&str> = preprocess
             .iter()
-            .flat_map(Preprocess::to_tensors)
-            .map(|(name, _, _)| name)
+            .flat_map(Preprocess::tensor_names)
             .collect();
         let has_momentum = !momentum.is_empty();
         for name in tensors.names() {
             let known = specs.iter().any(|spec| spec.name == name)
                 || (has_momentum && momentum_names.iter().any(|m| m == name))
-                || preprocess_names.iter().any(|p| p == name);
+                || preprocess_names.contains(&name);
             if !known {
                 let kind = preprocess.as_ref().map_or("none", |p| p.kind().name());
                 return Err(CheckpointError::Unexpected {
