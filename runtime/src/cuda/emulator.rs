@@ -198,10 +198,17 @@ type Runner = unsafe extern "C" fn(
     u32,
 ) -> i32;
 
+/// Sixteen bytes of emulated device memory, 16-byte aligned.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct Word([u64; 2]);
+
 /// Host memory and the emulated module.
 pub struct HostDevice {
-    /// Allocations by address, in 8-byte words (aligned for f64).
-    memory: HashMap<u64, Vec<u64>>,
+    /// Allocations by address, in 16-byte aligned words: aligned for the
+    /// kernels' 16-byte vector loads as device allocations are (the shim's
+    /// `load4` checks every such load's address).
+    memory: HashMap<u64, Vec<Word>>,
     kernels: Vec<Option<Trampoline>>,
     runner: Runner,
     _library: libloading::Library,
@@ -240,7 +247,7 @@ impl HostDevice {
         })
     }
 
-    fn words(&self, address: u64) -> Result<&Vec<u64>> {
+    fn words(&self, address: u64) -> Result<&Vec<Word>> {
         self.memory
             .get(&address)
             .ok_or_else(|| BackendError::Device(format!("no allocation at {address:#x}")))
@@ -258,7 +265,7 @@ impl Device for HostDevice {
     }
 
     fn alloc(&mut self, bytes: usize) -> Result<u64> {
-        let words = vec![0u64; bytes.div_ceil(8).max(1)];
+        let words = vec![Word::default(); bytes.div_ceil(16).max(1)];
         let address = words.as_ptr() as u64;
         self.memory.insert(address, words);
         Ok(address)

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -182,6 +184,22 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 inline float __ldcg(const float* address) {
     float value;
     __atomic_load(address, &value, __ATOMIC_RELAXED);
+    return value;
+}
+// CUDA's 16-byte vector and the prelude's 16-byte load (ld.global.v4.f32).
+// On a GPU a misaligned vector load faults ("misaligned address"), so here
+// it stops the process naming the address instead of reading anyway.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+inline float4 allcnnc_emu_load4(const float* address) {
+    if (reinterpret_cast<uintptr_t>(address) % 16 != 0) {
+        std::fprintf(stderr, "allcnnc emulator: misaligned 16-byte load at %p\n",
+                     static_cast<const void*>(address));
+        std::abort();
+    }
+    float4 value;
+    std::memcpy(&value, address, sizeof value);
     return value;
 }
 inline float __fadd_rn(float a, float b) { return a + b; }

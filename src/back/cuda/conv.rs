@@ -96,6 +96,16 @@ struct ConvGroup<'a> {
 }
 
 impl ConvGroup<'_> {
+    /// Whether the forward kernels load weights four output channels at a
+    /// time: `C_out` a multiple of 4 and the weight 16-byte aligned in the
+    /// parameter buffer (its offset a multiple of 4 values).
+    fn weight_vec(&self) -> bool {
+        let Arg::Buffer { offset, .. } = &self.weight else {
+            return false;
+        };
+        self.o.c.is_multiple_of(4) && offset.is_multiple_of(4)
+    }
+
     /// The dropout's key and mode, for kernels of a group with a dropout.
     fn dropout_params(&self, params: &mut Vec<Param>) {
         if let Some(d) = self.dropout_idx {
@@ -312,6 +322,7 @@ impl Gen<'_> {
                     c_float(conv.input_dropout.unwrap_or(0.0)),
                 ),
                 ("bool", "KEEP_PRE", conv.keep_pre.to_string()),
+                ("bool", "W_VEC", conv.weight_vec().to_string()),
                 ("int", "TM", tm.to_string()),
                 ("int", "TN", tn.to_string()),
                 ("int", "BTM", btm.to_string()),

@@ -57,6 +57,25 @@ __device__ __forceinline__ bool dropout_keep(u64 layer_key, int image, int j, fl
     return dropout_keep_keyed(derive_key(layer_key, (u64)image), j, p);
 }
 
+// The stream key of the image a thread's last dropout value belonged to:
+// the values a thread gathers in a forward GEMM tile come from one image
+// for long runs, so derive_key (two of the three SplitMix64 finalisers a
+// value's mask costs) runs only when the image changes. (The weight-gradient
+// kernels keep no cache across their loads: one there made ptxas spill at
+// the 128-register cap in fp32; they derive a key per group of four.)
+struct ImageKeyCache {
+    int image;
+    u64 key;
+};
+
+__device__ __forceinline__ u64 image_key(ImageKeyCache& cache, u64 layer_key, int image) {
+    if (image != cache.image) {
+        cache.image = image;
+        cache.key = derive_key(layer_key, (u64)image);
+    }
+    return cache.key;
+}
+
 // Inverted dropout of one value (scaled by 1 / (1 - p) when kept).
 template <class G>
 __device__ __forceinline__ float dropout_value(float v, u64 layer_key, int image, int j) {
@@ -117,6 +136,48 @@ __device__ __forceinline__ void for_tile(At at) {
     }
 }
 
+// Calls at(r, c) for every group of four entries (r, c .. c + 3) of an
+// R x C operand tile (C a multiple of 4), spread over the block's threads;
+// consecutive threads take consecutive groups along c, the operand's
+// contiguous axis in global memory, so a warp's 16-byte loads coalesce.
+template <int R, int C, class At>
+__device__ __forceinline__ void for_tile4(At at) {
+    static_assert(C % 4 == 0, "groups of four along c");
+    for (int e = threadIdx.x; e < R * C / 4; e += TILE_THREADS) {
+        at(e / (C / 4), 4 * (e % (C / 4)));
+    }
+}
+
+// The same with the groups of four along r: at(r, c) for (r .. r + 3, c),
+// r a multiple of 4, consecutive threads on consecutive groups along r.
+template <int R, int C, class At>
+__device__ __forceinline__ void for_tile4_rows(At at) {
+    static_assert(R % 4 == 0, "groups of four along r");
+    for (int e = threadIdx.x; e < R / 4 * C; e += TILE_THREADS) {
+        at(4 * (e % (R / 4)), e / (R / 4));
+    }
+}
+
+// Four floats from a 16-byte aligned address in one load.
+#if defined(__CUDA_ARCH__)
+__device__ __forceinline__ float4 load4(const float* __restrict__ p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+#else
+inline float4 load4(const float* p) { return allcnnc_emu_load4(p); }
+#endif
+
+// Stores a group of four values through set(r, c, value): at (r, c .. c + 3)
+// when ALONG_C, else at (r .. r + 3, c).
+template <bool ALONG_C, class Set>
+__device__ __forceinline__ void set4(Set set, int r, int c, float4 v) {
+    const float values[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        set(ALONG_C ? r : r + i, ALONG_C ? c + i : c, values[i]);
+    }
+}
+
 // One BK-deep step of a block tile: thread (ty, tx) owns rows ty + 16 i and
 // columns tx + 16 j, so shared-memory reads are broadcasts along rows and
 // consecutive along columns (no bank conflicts).
@@ -148,9 +209,11 @@ __device__ __forceinline__ void tile_step(const float (*As)[BM + 1], const float
 // The implicit-GEMM operands of the forward convolution: A(m, k) is input
 // value (kh, kw, c_in) = k of output pixel m, zero outside the image or the
 // GEMM, with the fused input dropout applied; B(k, co) is the HWIO weight.
+// With `keys`, the image's dropout key comes from the thread's cache.
 template <class G>
 __device__ __forceinline__ float conv_input_at(const float* __restrict__ x, int m, int k, int rows,
-                                               bool drop, u64 drop_key) {
+                                               bool drop, u64 drop_key,
+                                               ImageKeyCache* keys = nullptr) {
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
     constexpr int IN_LEN = G::IH * G::IW * G::IC;
@@ -166,13 +229,98 @@ __device__ __forceinline__ float conv_input_at(const float* __restrict__ x, int 
     }
     const int j = (ih * G::IW + iw) * G::IC + ci;
     const float v = x[(size_t)image * IN_LEN + j];
-    return drop ? dropout_value<G>(v, drop_key, image, j) : v;
+    if (!drop) {
+        return v;
+    }
+    return keys ? dropout_value_keyed<G>(v, image_key(*keys, drop_key, image), j)
+                : dropout_value<G>(v, drop_key, image, j);
 }
 
 template <class G>
 __device__ __forceinline__ float conv_weight_at(const float* __restrict__ w, int k, int co) {
     constexpr int K = G::KH * G::KW * G::IC;
     return (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+}
+
+// Operand loads four at a time. A K-group k .. k + 3 (k a multiple of 4)
+// lies within one tap when C_in is a multiple of 4, so its four input
+// values sit side by side (one bounds check, one address, one 16-byte
+// load: the input buffer and an image's values start 16-byte aligned);
+// four output channels of a weight row likewise when C_out is a multiple
+// of 4 and the weight's offset in the parameters is (W_VEC). Zeros where
+// conv_input_at and conv_weight_at give zeros; dropout per value as there.
+template <class G>
+constexpr bool INPUT_VEC = G::IC % 4 == 0;
+
+template <class G>
+__device__ __forceinline__ float4 conv_input4_at(const float* __restrict__ x, int m, int k,
+                                                 int rows, bool drop, u64 drop_key,
+                                                 ImageKeyCache& keys) {
+    static_assert(INPUT_VEC<G>, "groups of four channels");
+    constexpr int K = G::KH * G::KW * G::IC;
+    constexpr int OUT_PIXELS = G::OH * G::OW;
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (m >= rows || k >= K) {
+        return v;
+    }
+    const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
+    const int ci = k % G::IC, tap = k / G::IC;
+    const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
+    const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
+    if (ih < 0 || ih >= G::IH || iw < 0 || iw >= G::IW) {
+        return v;
+    }
+    const int j = (ih * G::IW + iw) * G::IC + ci;
+    v = load4(x + (size_t)image * IN_LEN + j);
+    if (drop) {
+        const u64 key = image_key(keys, drop_key, image);
+        v.x = dropout_value_keyed<G>(v.x, key, j);
+        v.y = dropout_value_keyed<G>(v.y, key, j + 1);
+        v.z = dropout_value_keyed<G>(v.z, key, j + 2);
+        v.w = dropout_value_keyed<G>(v.w, key, j + 3);
+    }
+    return v;
+}
+
+template <class G>
+__device__ __forceinline__ float4 conv_weight4_at(const float* __restrict__ w, int k, int co) {
+    static_assert(G::W_VEC, "groups of four output channels");
+    constexpr int K = G::KH * G::KW * G::IC;
+    if (k < K && co < G::OC) {
+        return load4(w + (size_t)k * G::OC + co);
+    }
+    return float4{0.0f, 0.0f, 0.0f, 0.0f};
+}
+
+// The forward kernels' operand tiles for one K step: A (BM x BK, input
+// gathered) and B (BK x BN, weights), each four at a time where the shapes
+// allow, stored through set_a(m, k, v) and set_b(k, n, v).
+template <class G, int BM, int BN, class SetA, class SetB>
+__device__ __forceinline__ void conv_forward_operands(const float* __restrict__ x,
+                                                      const float* __restrict__ w, int m0,
+                                                      int n0, int k0, int rows, bool drop,
+                                                      u64 drop_key, ImageKeyCache& keys,
+                                                      SetA set_a, SetB set_b) {
+    if constexpr (INPUT_VEC<G>) {
+        for_tile4<BM, BK>([&](int mm, int kk) {
+            set4<true>(set_a, mm, kk,
+                       conv_input4_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, keys));
+        });
+    } else {
+        for_tile<BM, BK, true>([&](int mm, int kk) {
+            set_a(mm, kk, conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, &keys));
+        });
+    }
+    if constexpr (G::W_VEC) {
+        for_tile4<BK, BN>([&](int kk, int nn) {
+            set4<true>(set_b, kk, nn, conv_weight4_at<G>(w, k0 + kk, n0 + nn));
+        });
+    } else {
+        for_tile<BK, BN, true>([&](int kk, int nn) {
+            set_b(kk, nn, conv_weight_at<G>(w, k0 + kk, n0 + nn));
+        });
+    }
 }
 
 // The forward epilogue of output (m, co): bias, the pre-activation where the
@@ -210,14 +358,13 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const bool drop = G::DROPOUT && training;
+    ImageKeyCache keys{-1, 0ULL};
     float acc[TM][TN] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[kk][mm] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
-        });
-        for_tile<BK, BN, true>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
-        });
+        conv_forward_operands<G, BM, BN>(
+            x, w, m0, n0, k0, rows, drop, drop_key, keys,
+            [&](int mm, int kk, float v) { As[kk][mm] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -409,14 +556,13 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
     const bool drop = G::DROPOUT && training;
+    ImageKeyCache keys{-1, 0ULL};
     float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[mm][kk] = conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key);
-        });
-        for_tile<BK, BN, true>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_at<G>(w, k0 + kk, n0 + nn);
-        });
+        conv_forward_operands<G, BM, BN>(
+            x, w, m0, n0, k0, rows, drop, drop_key, keys,
+            [&](int mm, int kk, float v) { As[mm][kk] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         __syncthreads();
@@ -514,6 +660,83 @@ __device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, c
     return w[((size_t)(kh * G::KW + kw) * G::IC + ci) * G::OC + co];
 }
 
+// Four at a time when C_out is a multiple of 4: a K-group k .. k + 3 of
+// the backward-data GEMM shares its tap (four output channels side by side
+// in the gradient, the activation and a weight row).
+template <class G>
+constexpr bool OUTPUT_VEC = G::OC % 4 == 0;
+
+// relu_rule of four gradients d and their activations f.
+template <class G>
+__device__ __forceinline__ float4 relu_rule4(float4 d, float4 f, int rule) {
+    return float4{relu_rule<G::ACT>(d.x, f.x, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.y, f.y, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.z, f.z, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.w, f.w, G::SLOPE, rule)};
+}
+
+template <class G>
+__device__ __forceinline__ float4 conv_grad4_at(const float* __restrict__ dy,
+                                                const float* __restrict__ f, const DataPhase& p,
+                                                int m, int k, int rows, int rule) {
+    static_assert(OUTPUT_VEC<G>, "groups of four output channels");
+    constexpr int OUT_LEN = G::OH * G::OW * G::OC;
+    float4 g = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (m >= rows || k >= p.k) {
+        return g;
+    }
+    const int image = m / p.pixels, r = m % p.pixels;
+    const int co = k % G::OC, tap = k / G::OC;
+    const int oh = r / p.aw + p.oy - tap / p.tw;
+    const int ow = r % p.aw + p.ox - tap % p.tw;
+    if (oh < 0 || ow < 0 || oh >= G::OH || ow >= G::OW) {
+        return g;
+    }
+    const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
+    return relu_rule4<G>(load4(dy + at), load4(f + at), rule);
+}
+
+template <class G>
+__device__ __forceinline__ float4 conv_weight_t4_at(const float* __restrict__ w,
+                                                    const DataPhase& p, int k, int ci) {
+    static_assert(G::W_VEC, "groups of four output channels");
+    if (k >= p.k || ci >= G::IC) {
+        return float4{0.0f, 0.0f, 0.0f, 0.0f};
+    }
+    const int co = k % G::OC, tap = k / G::OC;
+    const int kh = p.rh + G::SH * (tap / p.tw), kw = p.rw + G::SW * (tap % p.tw);
+    return load4(w + ((size_t)(kh * G::KW + kw) * G::IC + ci) * G::OC + co);
+}
+
+// The backward-data kernels' operand tiles for one K step of phase p, four
+// at a time where the shapes allow, stored through set_a(m, k, v) and
+// set_b(k, n, v).
+template <class G, int BM, int BN, class SetA, class SetB>
+__device__ __forceinline__ void conv_data_operands(const float* __restrict__ dy,
+                                                   const float* __restrict__ f,
+                                                   const float* __restrict__ w,
+                                                   const DataPhase& phase, int m0, int n0, int k0,
+                                                   int rows, int rule, SetA set_a, SetB set_b) {
+    if constexpr (OUTPUT_VEC<G>) {
+        for_tile4<BM, BK>([&](int mm, int kk) {
+            set4<true>(set_a, mm, kk, conv_grad4_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule));
+        });
+    } else {
+        for_tile<BM, BK, true>([&](int mm, int kk) {
+            set_a(mm, kk, conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule));
+        });
+    }
+    if constexpr (G::W_VEC) {
+        for_tile4_rows<BK, BN>([&](int kk, int nn) {
+            set4<false>(set_b, kk, nn, conv_weight_t4_at<G>(w, phase, k0 + kk, n0 + nn));
+        });
+    } else {
+        for_tile<BK, BN, false>([&](int kk, int nn) {
+            set_b(kk, nn, conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn));
+        });
+    }
+}
+
 // Gradient with respect to the input as an implicit GEMM per phase
 // (blockIdx.z; see DataPhase): rows are the phase's input pixels (image,
 // a, b), columns input channels, K runs over the phase's (t, u, c_out).
@@ -539,12 +762,10 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     float acc[TM][TN] = {};
     for (int k0 = 0; k0 < phase.k; k0 += BK) {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[kk][mm] = conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
-        });
-        for_tile<BK, BN, false>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn);
-        });
+        conv_data_operands<G, BM, BN>(
+            dy, f, w, phase, m0, n0, k0, rows, rule,
+            [&](int mm, int kk, float v) { As[kk][mm] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -598,12 +819,10 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
     const MmaWarp warp = mma_warp<BM, BN>();
     float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < phase.k; k0 += BK) {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            As[mm][kk] = conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
-        });
-        for_tile<BK, BN, false>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn);
-        });
+        conv_data_operands<G, BM, BN>(
+            dy, f, w, phase, m0, n0, k0, rows, rule,
+            [&](int mm, int kk, float v) { As[mm][kk] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         __syncthreads();
@@ -632,6 +851,54 @@ __device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
     }
     const size_t at = (size_t)k * G::OC + co;
     return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
+}
+
+template <class G>
+__device__ __forceinline__ float4 conv_dy4_at(const float* __restrict__ dy,
+                                              const float* __restrict__ f, int k, int co,
+                                              int k_end) {
+    static_assert(OUTPUT_VEC<G>, "groups of four output channels");
+    float4 g = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (k >= k_end || co >= G::OC) {
+        return g;
+    }
+    const size_t at = (size_t)k * G::OC + co;
+    return relu_rule4<G>(load4(dy + at), load4(f + at), RULE_BACKPROP);
+}
+
+// The weight-gradient kernels' operand tiles for one K step (K = the
+// batch's output pixels, ending at k_end): A is the forward GEMM's A
+// transposed (row m is its k), B the output gradient through the
+// activation's mask; four at a time along the channels where the shapes
+// allow (the input's four channels of one tap; four output channels).
+// Dropout keys are derived once per group of four, not cached across
+// groups (a cache's registers made the fp32 kernels spill).
+template <class G, int BM, int BN, class SetA, class SetB>
+__device__ __forceinline__ void conv_weights_operands(const float* __restrict__ x,
+                                                      const float* __restrict__ dy,
+                                                      const float* __restrict__ f, int m0,
+                                                      int n0, int k0, int k_end, bool drop,
+                                                      u64 drop_key, SetA set_a, SetB set_b) {
+    if constexpr (INPUT_VEC<G>) {
+        for_tile4_rows<BM, BK>([&](int mm, int kk) {
+            ImageKeyCache keys{-1, 0ULL};
+            set4<false>(set_a, mm, kk,
+                        conv_input4_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key, keys));
+        });
+    } else {
+        for_tile<BM, BK, false>([&](int mm, int kk) {
+            set_a(mm, kk, conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key));
+        });
+    }
+    if constexpr (OUTPUT_VEC<G>) {
+        for_tile4<BK, BN>([&](int kk, int nn) {
+            set4<true>(set_b, kk, nn, conv_dy4_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
+        });
+    } else {
+        for_tile<BK, BN, true>([&](int kk, int nn) {
+            set_b(kk, nn, conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
+        });
+    }
 }
 
 // Where a weight-gradient kernel leaves its result: the gradients of the
@@ -758,13 +1025,10 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     float acc[TM][TN] = {};
     float bias_acc[TN] = {};
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
-        for_tile<BM, BK, false>([&](int mm, int kk) {
-            // The forward GEMM's A transposed: this GEMM's row m is its k.
-            As[kk][mm] = conv_input_at<G>(x, k0 + kk, m0 + mm, split.end, drop, drop_key);
-        });
-        for_tile<BK, BN, true>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, split.end);
-        });
+        conv_weights_operands<G, BM, BN>(
+            x, dy, f, m0, n0, k0, split.end, drop, drop_key,
+            [&](int mm, int kk, float v) { As[kk][mm] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         if (bias_block) {
@@ -827,12 +1091,10 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     float acc[BM / 64][BN / 16][4] = {};
     float bias_acc = 0.0f;
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
-        for_tile<BM, BK, false>([&](int mm, int kk) {
-            As[mm][kk] = conv_input_at<G>(x, k0 + kk, m0 + mm, split.end, drop, drop_key);
-        });
-        for_tile<BK, BN, true>([&](int kk, int nn) {
-            Bs[kk][nn] = conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, split.end);
-        });
+        conv_weights_operands<G, BM, BN>(
+            x, dy, f, m0, n0, k0, split.end, drop, drop_key,
+            [&](int mm, int kk, float v) { As[mm][kk] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
         mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
         if (bias_thread) {
