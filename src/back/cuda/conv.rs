@@ -114,7 +114,6 @@ impl ConvGroup<'_> {
         }
     }
 
-    /// The dropout arguments of a prelude call.
     /// The implicit GEMM of the group's kernel of `role` in tiles of
     /// `16 tm x 16 tn`: forward rows are output pixels, weight-gradient rows
     /// the weights' (kh, kw, c_in) over the batch's output pixels, and
