@@ -81,15 +81,15 @@ pub trait Device {
 
 /// The bytes of a slice of plain numbers.
 pub fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: only used with f32, f64, i32 and the emulator's words of two u64, which have no padding; the
-    // length is the slice's size in bytes.
+    // SAFETY: only used with f32, f64, i32 and the emulator's words of two
+    // u64, which have no padding; the length is the slice's size in bytes.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
 }
 
 /// The bytes of a mutable slice of plain numbers.
 pub fn as_bytes_mut<T: Copy>(values: &mut [T]) -> &mut [u8] {
-    // SAFETY: only used with f32, f64, i32 and the emulator's words of two u64, for which every bit pattern
-    // is a valid value.
+    // SAFETY: only used with f32, f64, i32 and the emulator's words of two
+    // u64, for which every bit pattern is a valid value.
     unsafe {
         std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), std::mem::size_of_val(values))
     }

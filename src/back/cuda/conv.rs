@@ -96,9 +96,10 @@ struct ConvGroup<'a> {
 }
 
 impl ConvGroup<'_> {
-    /// Whether the forward kernels load weights four output channels at a
-    /// time: `C_out` a multiple of 4 and the weight 16-byte aligned in the
-    /// parameter buffer (its offset a multiple of 4 values).
+    /// Whether the forward and backward-data kernels load weights four
+    /// output channels at a time (`W_VEC`): `C_out` a multiple of 4 and the
+    /// weight 16-byte aligned in the parameter buffer (its offset a
+    /// multiple of 4 values).
     fn weight_vec(&self) -> bool {
         let Arg::Buffer { offset, .. } = &self.weight else {
             return false;
