@@ -210,36 +210,60 @@ __device__ __forceinline__ void tile_step(const float (*As)[BM + 1], const float
 // value (kh, kw, c_in) = k of output pixel m, zero outside the image or the
 // GEMM, with the fused input dropout applied; B(k, co) is the HWIO weight.
 // With `keys`, the image's dropout key comes from the thread's cache.
+//
+// Where A(m, k) lies: its image and its index j within the image's values
+// (image < 0 where A is zero). Shared by the one-value and the four-value
+// gathers.
+struct InputAt {
+    int image;
+    int j;
+};
+
 template <class G>
-__device__ __forceinline__ float conv_input_at(const float* __restrict__ x, int m, int k, int rows,
-                                               bool drop, u64 drop_key,
-                                               ImageKeyCache* keys = nullptr) {
+__device__ __forceinline__ InputAt conv_input_index(int m, int k, int rows) {
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    constexpr int IN_LEN = G::IH * G::IW * G::IC;
     if (m >= rows || k >= K) {
-        return 0.0f;
+        return InputAt{-1, 0};
     }
     const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
     const int ci = k % G::IC, tap = k / G::IC;
     const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
     const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
     if (ih < 0 || ih >= G::IH || iw < 0 || iw >= G::IW) {
+        return InputAt{-1, 0};
+    }
+    return InputAt{image, (ih * G::IW + iw) * G::IC + ci};
+}
+
+template <class G>
+__device__ __forceinline__ float conv_input_at(const float* __restrict__ x, int m, int k, int rows,
+                                               bool drop, u64 drop_key,
+                                               ImageKeyCache* keys = nullptr) {
+    constexpr int IN_LEN = G::IH * G::IW * G::IC;
+    const InputAt at = conv_input_index<G>(m, k, rows);
+    if (at.image < 0) {
         return 0.0f;
     }
-    const int j = (ih * G::IW + iw) * G::IC + ci;
-    const float v = x[(size_t)image * IN_LEN + j];
+    const float v = x[(size_t)at.image * IN_LEN + at.j];
     if (!drop) {
         return v;
     }
-    return keys ? dropout_value_keyed<G>(v, image_key(*keys, drop_key, image), j)
-                : dropout_value<G>(v, drop_key, image, j);
+    return keys ? dropout_value_keyed<G>(v, image_key(*keys, drop_key, at.image), at.j)
+                : dropout_value<G>(v, drop_key, at.image, at.j);
+}
+
+// Offset of weight (k, co) in the HWIO weights, or -1 outside the GEMM.
+template <class G>
+__device__ __forceinline__ int conv_weight_index(int k, int co) {
+    constexpr int K = G::KH * G::KW * G::IC;
+    return (k < K && co < G::OC) ? k * G::OC + co : -1;
 }
 
 template <class G>
 __device__ __forceinline__ float conv_weight_at(const float* __restrict__ w, int k, int co) {
-    constexpr int K = G::KH * G::KW * G::IC;
-    return (k < K && co < G::OC) ? w[(size_t)k * G::OC + co] : 0.0f;
+    const int at = conv_weight_index<G>(k, co);
+    return at < 0 ? 0.0f : w[at];
 }
 
 // Operand loads four at a time. A K-group k .. k + 3 (k a multiple of 4)
@@ -257,28 +281,18 @@ __device__ __forceinline__ float4 conv_input4_at(const float* __restrict__ x, in
                                                  int rows, bool drop, u64 drop_key,
                                                  ImageKeyCache& keys) {
     static_assert(INPUT_VEC<G>, "groups of four channels");
-    constexpr int K = G::KH * G::KW * G::IC;
-    constexpr int OUT_PIXELS = G::OH * G::OW;
     constexpr int IN_LEN = G::IH * G::IW * G::IC;
-    float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (m >= rows || k >= K) {
-        return v;
+    const InputAt at = conv_input_index<G>(m, k, rows);
+    if (at.image < 0) {
+        return float4{0.0f, 0.0f, 0.0f, 0.0f};
     }
-    const int image = m / OUT_PIXELS, pixel = m % OUT_PIXELS;
-    const int ci = k % G::IC, tap = k / G::IC;
-    const int ih = (pixel / G::OW) * G::SH - G::PT + tap / G::KW;
-    const int iw = (pixel % G::OW) * G::SW - G::PL + tap % G::KW;
-    if (ih < 0 || ih >= G::IH || iw < 0 || iw >= G::IW) {
-        return v;
-    }
-    const int j = (ih * G::IW + iw) * G::IC + ci;
-    v = load4(x + (size_t)image * IN_LEN + j);
+    float4 v = load4(x + (size_t)at.image * IN_LEN + at.j);
     if (drop) {
-        const u64 key = image_key(keys, drop_key, image);
-        v.x = dropout_value_keyed<G>(v.x, key, j);
-        v.y = dropout_value_keyed<G>(v.y, key, j + 1);
-        v.z = dropout_value_keyed<G>(v.z, key, j + 2);
-        v.w = dropout_value_keyed<G>(v.w, key, j + 3);
+        const u64 key = image_key(keys, drop_key, at.image);
+        v.x = dropout_value_keyed<G>(v.x, key, at.j);
+        v.y = dropout_value_keyed<G>(v.y, key, at.j + 1);
+        v.z = dropout_value_keyed<G>(v.z, key, at.j + 2);
+        v.w = dropout_value_keyed<G>(v.w, key, at.j + 3);
     }
     return v;
 }
@@ -286,11 +300,8 @@ __device__ __forceinline__ float4 conv_input4_at(const float* __restrict__ x, in
 template <class G>
 __device__ __forceinline__ float4 conv_weight4_at(const float* __restrict__ w, int k, int co) {
     static_assert(G::W_VEC, "groups of four output channels");
-    constexpr int K = G::KH * G::KW * G::IC;
-    if (k < K && co < G::OC) {
-        return load4(w + (size_t)k * G::OC + co);
-    }
-    return float4{0.0f, 0.0f, 0.0f, 0.0f};
+    const int at = conv_weight_index<G>(k, co);
+    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f} : load4(w + at);
 }
 
 // The forward kernels' operand tiles for one K step: A (BM x BK, input
@@ -630,34 +641,49 @@ __device__ __forceinline__ void phase_pixel(const DataPhase& p, int sh, int sw, 
 // pixel m through its tap and output channel k = (t, u, c_out), masked by
 // the activation with the pass's ReLU rule (zero where the tap falls
 // outside the output); B(k, ci) is the weight of (kh, kw, ci, c_out).
+//
+// Offset of A(m, k) in the output gradient (and the activation), or -1
+// where A is zero.
 template <class G>
-__device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
-                                              const float* __restrict__ f, const DataPhase& p,
-                                              int m, int k, int rows, int rule) {
+__device__ __forceinline__ long long conv_grad_index(const DataPhase& p, int m, int k, int rows) {
     constexpr int OUT_LEN = G::OH * G::OW * G::OC;
     if (m >= rows || k >= p.k) {
-        return 0.0f;
+        return -1;
     }
     const int image = m / p.pixels, r = m % p.pixels;
     const int co = k % G::OC, tap = k / G::OC;
     const int oh = r / p.aw + p.oy - tap / p.tw;
     const int ow = r % p.aw + p.ox - tap % p.tw;
     if (oh < 0 || ow < 0 || oh >= G::OH || ow >= G::OW) {
-        return 0.0f;
+        return -1;
     }
-    const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
-    return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+    return (long long)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
+}
+
+template <class G>
+__device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
+                                              const float* __restrict__ f, const DataPhase& p,
+                                              int m, int k, int rows, int rule) {
+    const long long at = conv_grad_index<G>(p, m, k, rows);
+    return at < 0 ? 0.0f : relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+}
+
+// Offset of B(k, ci) in the HWIO weights, or -1 outside the phase's GEMM.
+template <class G>
+__device__ __forceinline__ int conv_weight_t_index(const DataPhase& p, int k, int ci) {
+    if (k >= p.k || ci >= G::IC) {
+        return -1;
+    }
+    const int co = k % G::OC, tap = k / G::OC;
+    const int kh = p.rh + G::SH * (tap / p.tw), kw = p.rw + G::SW * (tap % p.tw);
+    return ((kh * G::KW + kw) * G::IC + ci) * G::OC + co;
 }
 
 template <class G>
 __device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, const DataPhase& p,
                                                   int k, int ci) {
-    if (k >= p.k || ci >= G::IC) {
-        return 0.0f;
-    }
-    const int co = k % G::OC, tap = k / G::OC;
-    const int kh = p.rh + G::SH * (tap / p.tw), kw = p.rw + G::SW * (tap % p.tw);
-    return w[((size_t)(kh * G::KW + kw) * G::IC + ci) * G::OC + co];
+    const int at = conv_weight_t_index<G>(p, k, ci);
+    return at < 0 ? 0.0f : w[at];
 }
 
 // Four at a time when C_out is a multiple of 4: a K-group k .. k + 3 of
@@ -680,32 +706,17 @@ __device__ __forceinline__ float4 conv_grad4_at(const float* __restrict__ dy,
                                                 const float* __restrict__ f, const DataPhase& p,
                                                 int m, int k, int rows, int rule) {
     static_assert(OUTPUT_VEC<G>, "groups of four output channels");
-    constexpr int OUT_LEN = G::OH * G::OW * G::OC;
-    float4 g = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (m >= rows || k >= p.k) {
-        return g;
-    }
-    const int image = m / p.pixels, r = m % p.pixels;
-    const int co = k % G::OC, tap = k / G::OC;
-    const int oh = r / p.aw + p.oy - tap / p.tw;
-    const int ow = r % p.aw + p.ox - tap % p.tw;
-    if (oh < 0 || ow < 0 || oh >= G::OH || ow >= G::OW) {
-        return g;
-    }
-    const size_t at = (size_t)image * OUT_LEN + (oh * G::OW + ow) * G::OC + co;
-    return relu_rule4<G>(load4(dy + at), load4(f + at), rule);
+    const long long at = conv_grad_index<G>(p, m, k, rows);
+    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f}
+                  : relu_rule4<G>(load4(dy + at), load4(f + at), rule);
 }
 
 template <class G>
 __device__ __forceinline__ float4 conv_weight_t4_at(const float* __restrict__ w,
                                                     const DataPhase& p, int k, int ci) {
     static_assert(G::W_VEC, "groups of four output channels");
-    if (k >= p.k || ci >= G::IC) {
-        return float4{0.0f, 0.0f, 0.0f, 0.0f};
-    }
-    const int co = k % G::OC, tap = k / G::OC;
-    const int kh = p.rh + G::SH * (tap / p.tw), kw = p.rw + G::SW * (tap % p.tw);
-    return load4(w + ((size_t)(kh * G::KW + kw) * G::IC + ci) * G::OC + co);
+    const int at = conv_weight_t_index<G>(p, k, ci);
+    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f} : load4(w + at);
 }
 
 // The backward-data kernels' operand tiles for one K step of phase p, four
@@ -842,15 +853,19 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
 }
 
 // B(k, co) of the weight-gradient GEMM: the output gradient of output pixel
-// row k (of the batch) and channel co through the activation's mask.
+// row k (of the batch) and channel co through the activation's mask. Its
+// offset in the output gradient (and the activation), or -1 where B is
+// zero:
+template <class G>
+__device__ __forceinline__ long long conv_dy_index(int k, int co, int k_end) {
+    return (k < k_end && co < G::OC) ? (long long)k * G::OC + co : -1;
+}
+
 template <class G>
 __device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
                                             const float* __restrict__ f, int k, int co, int k_end) {
-    if (k >= k_end || co >= G::OC) {
-        return 0.0f;
-    }
-    const size_t at = (size_t)k * G::OC + co;
-    return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
+    const long long at = conv_dy_index<G>(k, co, k_end);
+    return at < 0 ? 0.0f : relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
 }
 
 template <class G>
@@ -858,12 +873,9 @@ __device__ __forceinline__ float4 conv_dy4_at(const float* __restrict__ dy,
                                               const float* __restrict__ f, int k, int co,
                                               int k_end) {
     static_assert(OUTPUT_VEC<G>, "groups of four output channels");
-    float4 g = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (k >= k_end || co >= G::OC) {
-        return g;
-    }
-    const size_t at = (size_t)k * G::OC + co;
-    return relu_rule4<G>(load4(dy + at), load4(f + at), RULE_BACKPROP);
+    const long long at = conv_dy_index<G>(k, co, k_end);
+    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f}
+                  : relu_rule4<G>(load4(dy + at), load4(f + at), RULE_BACKPROP);
 }
 
 // The weight-gradient kernels' operand tiles for one K step (K = the
