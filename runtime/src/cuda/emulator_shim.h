@@ -65,6 +65,10 @@ static thread_local allcnnc_uint3 blockIdx;
 static allcnnc_uint3 blockDim;
 static allcnnc_uint3 gridDim;
 static thread_local float* allcnnc_emu_dynamic_shared = nullptr;
+// Warp-wide instructions (mma.sync, ldmatrix) each thread of the running
+// block has issued, zeroed when a block starts: their parity picks the set
+// of lane slots (see allcnnc_emu_post).
+static thread_local unsigned allcnnc_emu_collectives[1024];
 
 #if defined(__x86_64__)
 // Saves the callee-saved registers and the SSE / x87 control words on the
@@ -163,6 +167,7 @@ static void allcnnc_emu_run_block(allcnnc_emu_worker& w) {
         makecontext(&fiber.context.uc, allcnnc_emu_fiber_main, 0);
 #endif
     }
+    std::fill(allcnnc_emu_collectives, allcnnc_emu_collectives + n, 0u);
     w.live = n;
     allcnnc_emu_jump(&w.scheduler, 0);
 }
@@ -208,17 +213,50 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 using std::exp;
 using std::log;
 
-// Tensor cores. mma.sync is warp-wide: each lane posts its fragment
-// registers, the block meets at the barrier (every thread of a block reaches
-// each mma, as all lanes of a warp must on the GPU), each lane computes its
-// own four D elements from its warp's posted registers with the PTX ISA's
-// fragment layouts, and a second barrier frees the slots for the next mma.
-// The slots are the worker's: one block runs on a worker at a time.
-struct allcnnc_emu_mma_slot {
+// Warp-wide instructions (mma.sync, ldmatrix). Each lane posts its operands
+// (fragment registers, or the row address it supplies) and the block meets
+// at the barrier (every thread of a block reaches each of them, as all lanes
+// of a warp must on the GPU); then each lane computes its own results from
+// its warp's posted slots with the PTX ISA's layouts. The slots alternate
+// between two sets, so one barrier per instruction suffices: a fiber can
+// post its next instruction's operands (in the other set) while the fibers
+// after it still read this one's, and it cannot post into this set again
+// before every fiber has passed the next barrier, that is read it. The
+// slots are the worker's: one block runs on a worker at a time.
+struct allcnnc_emu_lane_slot {
     unsigned a[4];
     unsigned b[2];
+    const unsigned char* row;
 };
-static thread_local allcnnc_emu_mma_slot allcnnc_emu_mma_slots[1024];
+static thread_local allcnnc_emu_lane_slot allcnnc_emu_slots[2][1024];
+
+// Posts this lane's slot and waits for the block; returns its warp's slots.
+inline const allcnnc_emu_lane_slot* allcnnc_emu_post(const allcnnc_emu_lane_slot& mine) {
+    const unsigned set = allcnnc_emu_collectives[threadIdx.x]++ % 2;
+    allcnnc_emu_slots[set][threadIdx.x] = mine;
+    __syncthreads();
+    return allcnnc_emu_slots[set] + (threadIdx.x - threadIdx.x % 32);
+}
+
+// ldmatrix.sync.aligned.m8n8.xN.shared.b16: lanes 8j .. 8j + 7 supply the
+// 16-byte rows of matrix j (j < N; other lanes' addresses are ignored), and
+// lane i receives in register j the 32 bits at row i / 4, bytes
+// 4 (i % 4) .. 4 (i % 4) + 3, of matrix j. A row address that is not
+// 16-byte aligned stops the process, as it is undefined on the GPU.
+template <int N>
+inline void allcnnc_emu_ldmatrix(unsigned (&d)[N], const void* row) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+        std::fprintf(stderr, "allcnnc emulator: ldmatrix row not 16-byte aligned at %p\n", row);
+        std::abort();
+    }
+    allcnnc_emu_lane_slot mine{};
+    mine.row = static_cast<const unsigned char*>(row);
+    const allcnnc_emu_lane_slot* warp = allcnnc_emu_post(mine);
+    const unsigned lane = threadIdx.x % 32;
+    for (int j = 0; j < N; ++j) {
+        std::memcpy(&d[j], warp[8 * j + lane / 4].row + 4 * (lane % 4), 4);
+    }
+}
 
 inline float allcnnc_emu_bits(unsigned u) {
     float v;
@@ -255,22 +293,20 @@ inline unsigned allcnnc_emu_to_bf16x2(float lo, float hi) {
 template <int K, class A, class B>
 inline void allcnnc_emu_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
                             A a_at, B b_at) {
-    const unsigned lane = threadIdx.x % 32, base = threadIdx.x - lane;
-    auto& mine = allcnnc_emu_mma_slots[threadIdx.x];
+    allcnnc_emu_lane_slot mine{};
     std::copy(a, a + 4, mine.a);
     std::copy(b, b + 2, mine.b);
-    __syncthreads();
+    const allcnnc_emu_lane_slot* warp = allcnnc_emu_post(mine);
+    const unsigned lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     for (int r = 0; r < 4; ++r) {
         const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
         float sum = d[r];
         for (int k = 0; k < K; ++k) {
-            sum += a_at(allcnnc_emu_mma_slots + base, row, k) *
-                   b_at(allcnnc_emu_mma_slots + base, k, col);
+            sum += a_at(warp, row, k) * b_at(warp, k, col);
         }
         d[r] = sum;
     }
-    __syncthreads();
 }
 
 // m16n8k8 tf32: A(row, k) in lane (row % 8) * 4 + k % 4, register
@@ -278,10 +314,10 @@ inline void allcnnc_emu_mma(float (&d)[4], const unsigned (&a)[4], const unsigne
 inline void allcnnc_emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
     allcnnc_emu_mma<8>(
         d, a, b,
-        [](const allcnnc_emu_mma_slot* s, int row, int k) {
+        [](const allcnnc_emu_lane_slot* s, int row, int k) {
             return allcnnc_emu_bits(s[(row % 8) * 4 + k % 4].a[(row >= 8) + 2 * (k >= 4)]);
         },
-        [](const allcnnc_emu_mma_slot* s, int k, int col) {
+        [](const allcnnc_emu_lane_slot* s, int k, int col) {
             return allcnnc_emu_bits(s[col * 4 + k % 4].b[k >= 4]);
         });
 }
@@ -294,10 +330,10 @@ inline void allcnnc_emu_mma_bf16(float (&d)[4], const unsigned (&a)[4], const un
     auto half = [](unsigned reg, int k) { return allcnnc_emu_bits((k % 2 ? reg >> 16 : reg & 0xffffu) << 16); };
     allcnnc_emu_mma<16>(
         d, a, b,
-        [&](const allcnnc_emu_mma_slot* s, int row, int k) {
+        [&](const allcnnc_emu_lane_slot* s, int row, int k) {
             return half(s[(row % 8) * 4 + (k % 8) / 2].a[(row >= 8) + 2 * (k >= 8)], k);
         },
-        [&](const allcnnc_emu_mma_slot* s, int k, int col) {
+        [&](const allcnnc_emu_lane_slot* s, int k, int col) {
             return half(s[col * 4 + (k % 8) / 2].b[k >= 8], k);
         });
 }

@@ -17,7 +17,8 @@ use super::fuse::FusedGroup;
 use super::generator::Gen;
 use super::text::{act_code, act_text, c_float, window_text};
 use super::tiling::{
-    shared_bytes, tile, weight_split_k, weights_tile, FIXUP_SHARED_BYTES, NOMINAL_BATCH, TILE_K,
+    shared_bytes, tile, weight_gradient_shared_bytes, weight_split_k, weights_tile, NOMINAL_BATCH,
+    TILE_K,
 };
 use super::{param, Constants, Item, KernelDef, Param, Precision};
 use plan::device::{
@@ -571,7 +572,7 @@ impl Gen<'_> {
                     z: nominal,
                     split_k: Some(split_k),
                 },
-                shared_bytes(self.precision, wtm, wtn) + FIXUP_SHARED_BYTES,
+                weight_gradient_shared_bytes(self.precision, wtm, wtn, bias),
                 0,
                 Extent::per_image(2 * conv.macs + if bias { out_len } else { 0 }),
                 Extent {

@@ -414,11 +414,32 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
     return r;
 }
 
-// Two fp32 -> bf16 (round to nearest even) packed: `lo` in bits 0-15.
-__device__ __forceinline__ unsigned to_bf16x2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+// fp32 -> bf16 (round to nearest even), the 16 bits.
+__device__ __forceinline__ unsigned short to_bf16(float v) {
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
     return r;
+}
+
+// ldmatrix.m8n8.xN.b16: lanes 8j .. 8j + 7 give the 16-byte aligned rows of
+// matrix j in shared memory; lane i receives in d[j] the 32 bits at row
+// i / 4, bytes 4 (i % 4) .. 4 (i % 4) + 3 of matrix j: an mma fragment
+// register whatever the element type (two bf16, or one tf32).
+template <int N>
+__device__ __forceinline__ void ldmatrix(unsigned (&d)[N], const void* row) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if constexpr (N == 4) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                     : "r"(a)
+                     : "memory");
+    } else {
+        static_assert(N == 2, "x2 or x4");
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+                     : "=r"(d[0]), "=r"(d[1])
+                     : "r"(a)
+                     : "memory");
+    }
 }
 
 // d = a (16x8 tf32) * b (8x8 tf32) + d, fp32 accumulation.
@@ -442,7 +463,11 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4],
 }
 #else
 inline unsigned to_tf32(float v) { return allcnnc_emu_to_tf32(v); }
-inline unsigned to_bf16x2(float lo, float hi) { return allcnnc_emu_to_bf16x2(lo, hi); }
+inline unsigned short to_bf16(float v) { return (unsigned short)allcnnc_emu_bf16(v); }
+template <int N>
+inline void ldmatrix(unsigned (&d)[N], const void* row) {
+    allcnnc_emu_ldmatrix(d, row);
+}
 inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
     allcnnc_emu_mma_tf32(d, a, b);
 }
@@ -482,64 +507,83 @@ __device__ __forceinline__ void mma_for_each(const float (&acc)[BM / 64][BN / 16
     }
 }
 
-// One BK-deep step of a tensor-core block tile (see MmaWarp) over row-major
-// shared tiles As[BM][BK + 4] and Bs[BK][BN + 8]; the pads put a fragment
-// load's 32 lanes on distinct banks.
+// The shared operand tiles of a tensor-core block tile, holding what
+// mma.sync takes: the gathers convert each value once as they store it, so
+// the fragment loads of every warp read ready operands. Both tiles keep k
+// contiguous, A as a[m][k] and B transposed as b[n][k], so that every
+// fragment comes from 8 x 16-byte matrices that one ldmatrix loads: tf32
+// bits in 32-bit words (rows of BK + 4 words), or bf16 halves (rows of
+// BK + 8 halves, half the bytes of fp32 tiles). The pads make rows 20 or 12
+// words apart, so the 8 rows of a matrix fall on distinct banks, and keep
+// each row 16-byte aligned.
 template <int PREC, int BM, int BN>
-__device__ __forceinline__ void mma_tile_step(const float (*As)[BK + 4], const float (*Bs)[BN + 8],
+struct MmaTiles;
+
+template <int BM, int BN>
+struct alignas(16) MmaTiles<PREC_TF32, BM, BN> {
+    // k per mma, and k per 16-byte matrix row.
+    static constexpr int MMA_K = 8, ROW_K = 4;
+    unsigned a[BM][BK + 4];
+    unsigned b[BN][BK + 4];
+    __device__ __forceinline__ void set_a(int m, int k, float v) { a[m][k] = to_tf32(v); }
+    __device__ __forceinline__ void set_b(int k, int n, float v) { b[n][k] = to_tf32(v); }
+};
+
+template <int BM, int BN>
+struct alignas(16) MmaTiles<PREC_BF16, BM, BN> {
+    static constexpr int MMA_K = 16, ROW_K = 8;
+    unsigned short a[BM][BK + 8];
+    unsigned short b[BN][BK + 8];
+    __device__ __forceinline__ void set_a(int m, int k, float v) { a[m][k] = to_bf16(v); }
+    __device__ __forceinline__ void set_b(int k, int n, float v) { b[n][k] = to_bf16(v); }
+};
+
+// One BK-deep step of a tensor-core block tile (see MmaWarp) over the
+// shared tiles. Per mma's k: each A fragment (16 rows) is one ldmatrix.x4
+// of the matrices (rows 0-7, first half of k), (rows 8-15, first half),
+// (rows 0-7, second half), (rows 8-15, second half), i.e. registers 0-3;
+// B fragments (8 columns) two at a time, one ldmatrix.x4 of (columns j,
+// first half), (j, second half), (j + 1, first), (j + 1, second), or one
+// .x2 when a warp has a single one.
+template <int PREC, int BM, int BN>
+__device__ __forceinline__ void mma_tile_step(const MmaTiles<PREC, BM, BN>& s,
                                               float (&acc)[BM / 64][BN / 16][4], MmaWarp w) {
+    using Tiles = MmaTiles<PREC, BM, BN>;
     constexpr int FM = BM / 64, FN = BN / 16;
-    const int wm = w.wm, wn = w.wn, g = w.g, t = w.t;
-    if constexpr (PREC == PREC_TF32) {
+    const int lane = threadIdx.x % 32;
+    // The row this lane gives, and the k of its matrix's first column.
+    const int a_row = lane % 8 + 8 * (lane / 8 % 2), a_k = Tiles::ROW_K * (lane / 16);
+    const int b_col = lane % 8 + 8 * (lane / 16), b_k = Tiles::ROW_K * (lane / 8 % 2);
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += 8) {
-            unsigned a[FM][4], b[FN][2];
+    for (int kk = 0; kk < BK; kk += Tiles::MMA_K) {
+        unsigned a[FM][4], b[FN][2];
 #pragma unroll
-            for (int i = 0; i < FM; ++i) {
-                const int r = wm + 16 * i + g;
-                a[i][0] = to_tf32(As[r][kk + t]);
-                a[i][1] = to_tf32(As[r + 8][kk + t]);
-                a[i][2] = to_tf32(As[r][kk + t + 4]);
-                a[i][3] = to_tf32(As[r + 8][kk + t + 4]);
+        for (int i = 0; i < FM; ++i) {
+            ldmatrix(a[i], &s.a[w.wm + 16 * i + a_row][kk + a_k]);
+        }
+        if constexpr (FN % 2 == 0) {
+#pragma unroll
+            for (int j = 0; j < FN; j += 2) {
+                unsigned q[4];
+                ldmatrix(q, &s.b[w.wn + 8 * j + b_col][kk + b_k]);
+                b[j][0] = q[0];
+                b[j][1] = q[1];
+                b[j + 1][0] = q[2];
+                b[j + 1][1] = q[3];
             }
+        } else {
 #pragma unroll
             for (int j = 0; j < FN; ++j) {
-                const int c = wn + 8 * j + g;
-                b[j][0] = to_tf32(Bs[kk + t][c]);
-                b[j][1] = to_tf32(Bs[kk + t + 4][c]);
-            }
-#pragma unroll
-            for (int i = 0; i < FM; ++i) {
-#pragma unroll
-                for (int j = 0; j < FN; ++j) {
-                    mma_tf32(acc[i][j], a[i], b[j]);
-                }
+                ldmatrix(b[j], &s.b[w.wn + 8 * j + lane % 8][kk + b_k]);
             }
         }
-    } else {
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += 16) {
-            unsigned a[FM][4], b[FN][2];
-#pragma unroll
-            for (int i = 0; i < FM; ++i) {
-                const int r = wm + 16 * i + g;
-                const int c = kk + 2 * t;
-                a[i][0] = to_bf16x2(As[r][c], As[r][c + 1]);
-                a[i][1] = to_bf16x2(As[r + 8][c], As[r + 8][c + 1]);
-                a[i][2] = to_bf16x2(As[r][c + 8], As[r][c + 9]);
-                a[i][3] = to_bf16x2(As[r + 8][c + 8], As[r + 8][c + 9]);
-            }
+        for (int i = 0; i < FM; ++i) {
 #pragma unroll
             for (int j = 0; j < FN; ++j) {
-                const int c = wn + 8 * j + g;
-                const int r = kk + 2 * t;
-                b[j][0] = to_bf16x2(Bs[r][c], Bs[r + 1][c]);
-                b[j][1] = to_bf16x2(Bs[r + 8][c], Bs[r + 9][c]);
-            }
-#pragma unroll
-            for (int i = 0; i < FM; ++i) {
-#pragma unroll
-                for (int j = 0; j < FN; ++j) {
+                if constexpr (PREC == PREC_TF32) {
+                    mma_tf32(acc[i][j], a[i], b[j]);
+                } else {
                     mma_bf16(acc[i][j], a[i], b[j]);
                 }
             }
@@ -549,9 +593,9 @@ __device__ __forceinline__ void mma_tile_step(const float (*As)[BK + 4], const f
 
 // Convolution forward as an implicit GEMM on tensor cores (PREC_TF32 or
 // PREC_BF16 inputs, fp32 accumulation): the same tiles, gather, fused input
-// dropout and epilogue as conv_forward, but the shared tiles are row-major
-// (As[m][k], Bs[k][n]) and the 8 warps share the tile as MmaWarp says. No
-// thread leaves early: mma.sync needs the whole warp.
+// dropout and epilogue as conv_forward, but the shared tiles are MmaTiles
+// (operands converted as they are stored) and the 8 warps share the tile as
+// MmaWarp says. No thread leaves early: mma.sync needs the whole warp.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
                                                  const float* __restrict__ w,
@@ -561,8 +605,7 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     constexpr int BM = 16 * G::TM, BN = 16 * G::TN;
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    __shared__ float As[BM][BK + 4];
-    __shared__ float Bs[BK][BN + 8];
+    __shared__ MmaTiles<PREC, BM, BN> tiles;
     const int rows = n * OUT_PIXELS;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
@@ -572,10 +615,10 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     for (int k0 = 0; k0 < K; k0 += BK) {
         conv_forward_operands<G, BM, BN>(
             x, w, m0, n0, k0, rows, drop, drop_key, keys,
-            [&](int mm, int kk, float v) { As[mm][kk] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
+            [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); });
         __syncthreads();
-        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
+        mma_tile_step(tiles, acc, warp);
         __syncthreads();
     }
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
@@ -809,7 +852,7 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
 
 // conv_backward_data on tensor cores (PREC_TF32 or PREC_BF16 inputs, fp32
 // accumulation): the operands of conv_grad_at / conv_weight_t_at in the
-// row-major tiles of mma_tile_step, the dropout mask in the epilogue.
+// shared tiles of mma_tile_step (MmaTiles), the dropout mask in the epilogue.
 // Blocks past the phase's rows leave as a whole (every warp of the block),
 // so mma.sync still sees whole warps.
 template <class G, int PREC>
@@ -819,8 +862,7 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
                                                        float* __restrict__ dx, int n, u64 drop_key,
                                                        int training, int rule) {
     constexpr int BM = 16 * G::BTM, BN = 16 * G::BTN;
-    __shared__ float As[BM][BK + 4];
-    __shared__ float Bs[BK][BN + 8];
+    __shared__ MmaTiles<PREC, BM, BN> tiles;
     const DataPhase phase = data_phase<G>();
     const int rows = n * phase.pixels;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
@@ -832,10 +874,10 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
     for (int k0 = 0; k0 < phase.k; k0 += BK) {
         conv_data_operands<G, BM, BN>(
             dy, f, w, phase, m0, n0, k0, rows, rule,
-            [&](int mm, int kk, float v) { As[mm][kk] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
+            [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); });
         __syncthreads();
-        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
+        mma_tile_step(tiles, acc, warp);
         __syncthreads();
     }
     const bool drop = G::DROPOUT && training;
@@ -1081,9 +1123,9 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
 }
 
 // conv_backward_weights on tensor cores (PREC_TF32 or PREC_BF16 inputs,
-// fp32 accumulation): the same split-K partial sums and fix-up; the bias column sums
-// are taken in fp32 from the shared dy tile by the first BN threads of the
-// blocks of the first row tile.
+// fp32 accumulation): the same split-K partial sums and fix-up. The bias
+// column sums stay fp32: the blocks of the first row tile keep an fp32 copy
+// of the dy tile beside the converted one, summed by their first BN threads.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_backward_weights_mma(const float* __restrict__ x,
                                                           const float* __restrict__ dy,
@@ -1093,26 +1135,36 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     constexpr int BM = 16 * G::WTM, BN = 16 * G::WTN;
     constexpr int ROWS = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
-    __shared__ float As[BM][BK + 4];
-    __shared__ float Bs[BK][BN + 8];
+    __shared__ MmaTiles<PREC, BM, BN> tiles;
+    __shared__ float dy_tile[G::BIAS ? BK : 1][BN];
     const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
     const bool drop = G::DROPOUT && training;
-    const bool bias_thread = G::BIAS && blockIdx.x == 0 && threadIdx.x < BN;
+    const bool bias_block = G::BIAS && blockIdx.x == 0;
+    const bool bias_thread = bias_block && threadIdx.x < BN;
     float acc[BM / 64][BN / 16][4] = {};
     float bias_acc = 0.0f;
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
         conv_weights_operands<G, BM, BN>(
             x, dy, f, m0, n0, k0, split.end, drop, drop_key,
-            [&](int mm, int kk, float v) { As[mm][kk] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
+            [&](int kk, int nn, float v) {
+                tiles.set_b(kk, nn, v);
+                if constexpr (G::BIAS) {
+                    if (bias_block) {
+                        dy_tile[kk][nn] = v;
+                    }
+                }
+            });
         __syncthreads();
-        mma_tile_step<PREC, BM, BN>(As, Bs, acc, warp);
-        if (bias_thread) {
+        mma_tile_step(tiles, acc, warp);
+        if constexpr (G::BIAS) {
+            if (bias_thread) {
 #pragma unroll
-            for (int kk = 0; kk < BK; ++kk) {
-                bias_acc += Bs[kk][threadIdx.x];
+                for (int kk = 0; kk < BK; ++kk) {
+                    bias_acc += dy_tile[kk][threadIdx.x];
+                }
             }
         }
         __syncthreads();

@@ -86,17 +86,31 @@ pub fn weight_split_k(tiles: u64, k_per_image: u64) -> SplitK {
 }
 
 /// Static shared memory of a GEMM kernel with `16 tm x 16 tn` tiles: the
-/// fp32 templates hold `As[BK][BM + 1]` and `Bs[BK][BN + 1]`, the
-/// tensor-core ones `As[BM][BK + 4]` and `Bs[BK][BN + 8]` (fp32 in both
-/// TF32 and BF16: operands are rounded when fragments load). Checked
-/// against ptxas's report by tests/cuda_codegen.rs.
+/// fp32 templates hold `As[BK][BM + 1]` and `Bs[BK][BN + 1]` floats, the
+/// tensor-core ones the prelude's `MmaTiles`: TF32 `a[BM][BK + 4]` and
+/// `b[BN][BK + 4]` in 32-bit words, BF16 `a[BM][BK + 8]` and
+/// `b[BN][BK + 8]` in 16-bit halves (operands converted as they are
+/// stored). Checked against ptxas's report by tests/cuda_codegen.rs.
 pub fn shared_bytes(precision: Precision, tm: u64, tn: u64) -> u32 {
     let (bm, bn) = (16 * tm, 16 * tn);
-    let floats = match precision {
-        Precision::Fp32 => TILE_K * (bm + 1) + TILE_K * (bn + 1),
-        Precision::Tf32 | Precision::Bf16 => bm * (TILE_K + 4) + TILE_K * (bn + 8),
+    let bytes = match precision {
+        Precision::Fp32 => 4 * (TILE_K * (bm + 1) + TILE_K * (bn + 1)),
+        Precision::Tf32 => 4 * (bm + bn) * (TILE_K + 4),
+        Precision::Bf16 => 2 * (bm + bn) * (TILE_K + 8),
     };
-    (4 * floats) as u32
+    bytes as u32
+}
+
+/// Static shared memory of a weight-gradient kernel with `16 tm x 16 tn`
+/// tiles: the GEMM's tiles, the fix-up's flag and, in the tensor-core
+/// templates, an fp32 copy of the output-gradient tile for the bias sums
+/// (`dy_tile[BIAS ? BK : 1][BN]`).
+pub fn weight_gradient_shared_bytes(precision: Precision, tm: u64, tn: u64, bias: bool) -> u32 {
+    let dy_copy = match precision {
+        Precision::Fp32 => 0,
+        Precision::Tf32 | Precision::Bf16 => 4 * 16 * tn * if bias { TILE_K } else { 1 },
+    };
+    shared_bytes(precision, tm, tn) + dy_copy as u32 + FIXUP_SHARED_BYTES
 }
 
 /// Static shared memory of the weight-gradient fix-up on top of the GEMM
