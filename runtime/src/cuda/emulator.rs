@@ -127,6 +127,12 @@ fn compiler_flags() -> Vec<&'static str> {
     // The GPU contracts a * b + c into fused multiply-adds only where the
     // kernels ask (fmaf); keep the host from doing more.
     flags.push("-ffp-contract=off");
+    // The kernels' fmaf as one instruction where the host has FMA (a libm
+    // call per multiply-add otherwise); the same exactly rounded result.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        flags.push("-mfma");
+    }
     if !compiler().contains("clang") {
         // GCC binds the `__shared__` statics of template kernels (`As` in
         // `conv_forward_mma<conv2_geometry, 2>`) as STB_GNU_UNIQUE, which
