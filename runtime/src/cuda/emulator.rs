@@ -123,7 +123,7 @@ fn compiler() -> String {
 
 /// The C++ compiler's flags for an emulation library.
 fn compiler_flags() -> Vec<&'static str> {
-    let mut flags = vec!["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w"];
+    let mut flags = vec!["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-w"];
     // The GPU contracts a * b + c into fused multiply-adds only where the
     // kernels ask (fmaf); keep the host from doing more.
     flags.push("-ffp-contract=off");
