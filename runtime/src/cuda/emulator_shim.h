@@ -245,7 +245,7 @@ inline const allcnnc_emu_lane_slot* allcnnc_emu_post(const allcnnc_emu_lane_slot
 // 16-byte aligned stops the process, as it is undefined on the GPU.
 template <int N>
 inline void allcnnc_emu_ldmatrix(unsigned (&d)[N], const void* row) {
-    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+    if (threadIdx.x % 32 < 8 * N && reinterpret_cast<uintptr_t>(row) % 16 != 0) {
         std::fprintf(stderr, "allcnnc emulator: ldmatrix row not 16-byte aligned at %p\n", row);
         std::abort();
     }
@@ -282,10 +282,6 @@ inline unsigned allcnnc_emu_bf16(float v) {
         return 0x7fc0u;
     }
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-inline unsigned allcnnc_emu_to_bf16x2(float lo, float hi) {
-    return allcnnc_emu_bf16(lo) | (allcnnc_emu_bf16(hi) << 16);
 }
 
 // D (16 x 8) += A (16 x K) * B (K x 8); `a_at(row, k)` and `b_at(k, col)`

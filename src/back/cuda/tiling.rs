@@ -103,12 +103,13 @@ pub fn shared_bytes(precision: Precision, tm: u64, tn: u64) -> u32 {
 
 /// Static shared memory of a weight-gradient kernel with `16 tm x 16 tn`
 /// tiles: the GEMM's tiles, the fix-up's flag and, in the tensor-core
-/// templates, an fp32 copy of the output-gradient tile for the bias sums
-/// (`dy_tile[BIAS ? BK : 1][BN]`).
+/// templates with a bias, an fp32 copy of the output-gradient tile for the
+/// bias sums (`dy_tile[BK][BN]`; without a bias its one-row stand-in is
+/// never used and ptxas drops it).
 pub fn weight_gradient_shared_bytes(precision: Precision, tm: u64, tn: u64, bias: bool) -> u32 {
     let dy_copy = match precision {
-        Precision::Fp32 => 0,
-        Precision::Tf32 | Precision::Bf16 => 4 * 16 * tn * if bias { TILE_K } else { 1 },
+        Precision::Tf32 | Precision::Bf16 if bias => 4 * 16 * tn * TILE_K,
+        _ => 0,
     };
     shared_bytes(precision, tm, tn) + dy_copy as u32 + FIXUP_SHARED_BYTES
 }
