@@ -197,12 +197,16 @@ inline float __ldcg(const float* address) {
 struct alignas(16) float4 {
     float x, y, z, w;
 };
-inline float4 allcnnc_emu_load4(const float* address) {
+// Stops the process, naming `what` and the address, where `address` is
+// not 16-byte aligned.
+inline void allcnnc_emu_require_aligned16(const void* address, const char* what) {
     if (reinterpret_cast<uintptr_t>(address) % 16 != 0) {
-        std::fprintf(stderr, "allcnnc emulator: misaligned 16-byte load at %p\n",
-                     static_cast<const void*>(address));
+        std::fprintf(stderr, "allcnnc emulator: %s at %p\n", what, address);
         std::abort();
     }
+}
+inline float4 allcnnc_emu_load4(const float* address) {
+    allcnnc_emu_require_aligned16(address, "misaligned 16-byte load");
     float4 value;
     std::memcpy(&value, address, sizeof value);
     return value;
@@ -245,9 +249,8 @@ inline const allcnnc_emu_lane_slot* allcnnc_emu_post(const allcnnc_emu_lane_slot
 // 16-byte aligned stops the process, as it is undefined on the GPU.
 template <int N>
 inline void allcnnc_emu_ldmatrix(unsigned (&d)[N], const void* row) {
-    if (threadIdx.x % 32 < 8 * N && reinterpret_cast<uintptr_t>(row) % 16 != 0) {
-        std::fprintf(stderr, "allcnnc emulator: ldmatrix row not 16-byte aligned at %p\n", row);
-        std::abort();
+    if (threadIdx.x % 32 < 8 * N) {
+        allcnnc_emu_require_aligned16(row, "ldmatrix row not 16-byte aligned");
     }
     allcnnc_emu_lane_slot mine{};
     mine.row = static_cast<const unsigned char*>(row);

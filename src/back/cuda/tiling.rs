@@ -108,7 +108,7 @@ pub fn shared_bytes(precision: Precision, tm: u64, tn: u64) -> u32 {
 /// never used and ptxas drops it).
 pub fn weight_gradient_shared_bytes(precision: Precision, tm: u64, tn: u64, bias: bool) -> u32 {
     let dy_copy = match precision {
-        Precision::Tf32 | Precision::Bf16 if bias => 4 * 16 * tn * TILE_K,
+        Precision::Tf32 | Precision::Bf16 if bias => 4 * TILE_K * 16 * tn,
         _ => 0,
     };
     shared_bytes(precision, tm, tn) + dy_copy as u32 + FIXUP_SHARED_BYTES
@@ -118,7 +118,7 @@ pub fn weight_gradient_shared_bytes(precision: Precision, tm: u64, tn: u64, bias
 /// tiles: its 4-byte `last_arrival` flag, which takes 16 since ptxas
 /// rounds a kernel's static shared memory up to a multiple of 16 bytes
 /// (the tiles' bytes are one already).
-pub const FIXUP_SHARED_BYTES: u32 = 16;
+const FIXUP_SHARED_BYTES: u32 = 16;
 
 /// One thread per item, `items` per image.
 pub fn elementwise(items_per_image: u64) -> Grid {
