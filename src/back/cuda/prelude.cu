@@ -158,6 +158,42 @@ __device__ __forceinline__ void for_tile4_rows(At at) {
     }
 }
 
+// The same for the tensor-core tiles, which keep k contiguous in shared
+// memory (MmaTiles): groups of four along the tile's non-k axis (c when
+// GROUPS_ALONG_C, else r), consecutive threads along the other axis, k. A
+// warp then stores BK consecutive k of two groups (rows 20 or 12 words
+// apart): every bank once, where threads along the groups' axis would put
+// rows 80 or 48 words apart, on 2 or 4 banks (16- or 8-way conflicts). Its
+// 16-byte loads still fill whole 32-byte sectors (the two groups of one k
+// lie side by side in global memory).
+template <int R, int C, bool GROUPS_ALONG_C, class At>
+__device__ __forceinline__ void for_tile4_k_fast(At at) {
+    static_assert((GROUPS_ALONG_C ? C : R) % 4 == 0, "groups of four");
+    constexpr int K = GROUPS_ALONG_C ? R : C;
+    constexpr int GROUPS = (GROUPS_ALONG_C ? C : R) / 4;
+    for (int e = threadIdx.x; e < K * GROUPS; e += TILE_THREADS) {
+        const int k = e % K, group = 4 * (e / K);
+        if constexpr (GROUPS_ALONG_C) {
+            at(k, group);
+        } else {
+            at(group, k);
+        }
+    }
+}
+
+// for_tile4 (groups along c) or for_tile4_rows (along r), or, with K_FAST,
+// for_tile4_k_fast with the same groups.
+template <int R, int C, bool GROUPS_ALONG_C, bool K_FAST, class At>
+__device__ __forceinline__ void for_groups4(At at) {
+    if constexpr (K_FAST) {
+        for_tile4_k_fast<R, C, GROUPS_ALONG_C>(at);
+    } else if constexpr (GROUPS_ALONG_C) {
+        for_tile4<R, C>(at);
+    } else {
+        for_tile4_rows<R, C>(at);
+    }
+}
+
 // Four floats from a 16-byte aligned address in one load.
 #if defined(__CUDA_ARCH__)
 __device__ __forceinline__ float4 load4(const float* __restrict__ p) {
@@ -306,8 +342,9 @@ __device__ __forceinline__ float4 conv_weight4_at(const float* __restrict__ w, i
 
 // The forward kernels' operand tiles for one K step: A (BM x BK, input
 // gathered) and B (BK x BN, weights), each four at a time where the shapes
-// allow, stored through set_a(m, k, v) and set_b(k, n, v).
-template <class G, int BM, int BN, class SetA, class SetB>
+// allow, stored through set_a(m, k, v) and set_b(k, n, v); K_FAST for the
+// tensor-core tiles (consecutive threads along k, see for_tile4_k_fast).
+template <class G, int BM, int BN, bool K_FAST, class SetA, class SetB>
 __device__ __forceinline__ void conv_forward_operands(const float* __restrict__ x,
                                                       const float* __restrict__ w, int m0,
                                                       int n0, int k0, int rows, bool drop,
@@ -324,11 +361,11 @@ __device__ __forceinline__ void conv_forward_operands(const float* __restrict__ 
         });
     }
     if constexpr (G::W_VEC) {
-        for_tile4<BK, BN>([&](int kk, int nn) {
+        for_groups4<BK, BN, true, K_FAST>([&](int kk, int nn) {
             set4<true>(set_b, kk, nn, conv_weight4_at<G>(w, k0 + kk, n0 + nn));
         });
     } else {
-        for_tile<BK, BN, true>([&](int kk, int nn) {
+        for_tile<BK, BN, !K_FAST>([&](int kk, int nn) {
             set_b(kk, nn, conv_weight_at<G>(w, k0 + kk, n0 + nn));
         });
     }
@@ -372,7 +409,7 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     ImageKeyCache keys{-1, 0ULL};
     float acc[TM][TN] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        conv_forward_operands<G, BM, BN>(
+        conv_forward_operands<G, BM, BN, false>(
             x, w, m0, n0, k0, rows, drop, drop_key, keys,
             [&](int mm, int kk, float v) { As[kk][mm] = v; },
             [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
@@ -613,7 +650,7 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     ImageKeyCache keys{-1, 0ULL};
     float acc[BM / 64][BN / 16][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        conv_forward_operands<G, BM, BN>(
+        conv_forward_operands<G, BM, BN, true>(
             x, w, m0, n0, k0, rows, drop, drop_key, keys,
             [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
             [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); });
@@ -926,30 +963,31 @@ __device__ __forceinline__ float4 conv_dy4_at(const float* __restrict__ dy,
 // activation's mask; four at a time along the channels where the shapes
 // allow (the input's four channels of one tap; four output channels).
 // Dropout keys are derived once per group of four, not cached across
-// groups (a cache's registers made the fp32 kernels spill).
-template <class G, int BM, int BN, class SetA, class SetB>
+// groups (a cache's registers made the fp32 kernels spill). K_FAST as in
+// conv_forward_operands.
+template <class G, int BM, int BN, bool K_FAST, class SetA, class SetB>
 __device__ __forceinline__ void conv_weights_operands(const float* __restrict__ x,
                                                       const float* __restrict__ dy,
                                                       const float* __restrict__ f, int m0,
                                                       int n0, int k0, int k_end, bool drop,
                                                       u64 drop_key, SetA set_a, SetB set_b) {
     if constexpr (INPUT_VEC<G>) {
-        for_tile4_rows<BM, BK>([&](int mm, int kk) {
+        for_groups4<BM, BK, false, K_FAST>([&](int mm, int kk) {
             ImageKeyCache keys{-1, 0ULL};
             set4<false>(set_a, mm, kk,
                         conv_input4_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key, keys));
         });
     } else {
-        for_tile<BM, BK, false>([&](int mm, int kk) {
+        for_tile<BM, BK, K_FAST>([&](int mm, int kk) {
             set_a(mm, kk, conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key));
         });
     }
     if constexpr (OUTPUT_VEC<G>) {
-        for_tile4<BK, BN>([&](int kk, int nn) {
+        for_groups4<BK, BN, true, K_FAST>([&](int kk, int nn) {
             set4<true>(set_b, kk, nn, conv_dy4_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
         });
     } else {
-        for_tile<BK, BN, true>([&](int kk, int nn) {
+        for_tile<BK, BN, !K_FAST>([&](int kk, int nn) {
             set_b(kk, nn, conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
         });
     }
@@ -1079,7 +1117,7 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     float acc[TM][TN] = {};
     float bias_acc[TN] = {};
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
-        conv_weights_operands<G, BM, BN>(
+        conv_weights_operands<G, BM, BN, false>(
             x, dy, f, m0, n0, k0, split.end, drop, drop_key,
             [&](int mm, int kk, float v) { As[kk][mm] = v; },
             [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
@@ -1122,10 +1160,21 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     weight_splits_fixup<G, BM, BN>(out, m0, n0);
 }
 
+// The fp32 copy of a weight-gradient block's dy tile that its bias sums
+// read, transposed like MmaTiles::b (dy[n][k], rows of BK + 4 floats) so
+// the k-fast stores meet every bank once and each summing thread reads its
+// row four values at a time (a quarter warp's 16-byte loads on distinct
+// banks).
+template <int N>
+struct alignas(16) DyCopy {
+    float dy[N][BK + 4];
+};
+
 // conv_backward_weights on tensor cores (PREC_TF32 or PREC_BF16 inputs,
 // fp32 accumulation): the same split-K partial sums and fix-up. The bias
 // column sums stay fp32: the blocks of the first row tile keep an fp32 copy
-// of the dy tile beside the converted one, summed by their first BN threads.
+// of the dy tile beside the converted one (DyCopy), summed by their first
+// BN threads.
 template <class G, int PREC>
 __device__ __forceinline__ void conv_backward_weights_mma(const float* __restrict__ x,
                                                           const float* __restrict__ dy,
@@ -1136,7 +1185,7 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     constexpr int ROWS = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
     __shared__ MmaTiles<PREC, BM, BN> tiles;
-    __shared__ float dy_tile[G::BIAS ? BK : 1][BN];
+    __shared__ DyCopy<G::BIAS ? BN : 1> dy_copy;
     const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
@@ -1146,14 +1195,14 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     float acc[BM / 64][BN / 16][4] = {};
     float bias_acc = 0.0f;
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
-        conv_weights_operands<G, BM, BN>(
+        conv_weights_operands<G, BM, BN, true>(
             x, dy, f, m0, n0, k0, split.end, drop, drop_key,
             [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
             [&](int kk, int nn, float v) {
                 tiles.set_b(kk, nn, v);
                 if constexpr (G::BIAS) {
                     if (bias_block) {
-                        dy_tile[kk][nn] = v;
+                        dy_copy.dy[nn][kk] = v;
                     }
                 }
             });
@@ -1162,8 +1211,12 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
         if constexpr (G::BIAS) {
             if (bias_thread) {
 #pragma unroll
-                for (int kk = 0; kk < BK; ++kk) {
-                    bias_acc += dy_tile[kk][threadIdx.x];
+                for (int kk = 0; kk < BK; kk += 4) {
+                    const float4 v = load4(&dy_copy.dy[threadIdx.x][kk]);
+                    bias_acc += v.x;
+                    bias_acc += v.y;
+                    bias_acc += v.z;
+                    bias_acc += v.w;
                 }
             }
         }

@@ -104,11 +104,11 @@ pub fn shared_bytes(precision: Precision, tm: u64, tn: u64) -> u32 {
 /// Static shared memory of a weight-gradient kernel with `16 tm x 16 tn`
 /// tiles: the GEMM's tiles, the fix-up's flag and, in the tensor-core
 /// templates with a bias, an fp32 copy of the output-gradient tile for the
-/// bias sums (`dy_tile[BK][BN]`; without a bias its one-row stand-in is
+/// bias sums (`DyCopy::dy[BN][BK + 4]`; without a bias its one-row stand-in is
 /// never used and ptxas drops it).
 pub fn weight_gradient_shared_bytes(precision: Precision, tm: u64, tn: u64, bias: bool) -> u32 {
     let dy_copy = match precision {
-        Precision::Tf32 | Precision::Bf16 if bias => 4 * TILE_K * 16 * tn,
+        Precision::Tf32 | Precision::Bf16 if bias => 4 * (TILE_K + 4) * 16 * tn,
         _ => 0,
     };
     shared_bytes(precision, tm, tn) + dy_copy as u32 + FIXUP_SHARED_BYTES
