@@ -121,41 +121,64 @@ __device__ __forceinline__ float relu_rule(float g, float f, float slope, int ru
     }
 }
 
-// Calls at(r, c) for every entry of an R x C operand tile, spread over the
-// block's threads. Consecutive threads take consecutive c (C_FAST) or
-// consecutive r: whichever runs along the operand's contiguous axis in
-// global memory, so the gathers coalesce.
-template <int R, int C, bool C_FAST, class At>
-__device__ __forceinline__ void for_tile(At at) {
-    for (int e = threadIdx.x; e < R * C; e += TILE_THREADS) {
-        if constexpr (C_FAST) {
-            at(e / C, e % C);
-        } else {
-            at(e % R, e / R);
+// A thread's share of a walk over TOTAL items spread over the block's
+// threads: its slots 0 .. TILE_SLOTS - 1 take items threadIdx.x + slot *
+// TILE_THREADS (the last slot where the item exists).
+template <int TOTAL>
+constexpr int TILE_SLOTS = (TOTAL + TILE_THREADS - 1) / TILE_THREADS;
+
+// Calls at(slot, e) for each of this thread's items e. With UNROLL the loop
+// unrolls, so slot is a constant wherever at indexes an array with it: what
+// a thread keeps per slot stays in registers (Staged); without, the loop is
+// left to the compiler and slot is 0.
+template <int TOTAL, bool UNROLL, class At>
+__device__ __forceinline__ void for_slots(At at) {
+    if constexpr (UNROLL) {
+#pragma unroll
+        for (int slot = 0; slot < TILE_SLOTS<TOTAL>; ++slot) {
+            const int e = (int)threadIdx.x + slot * TILE_THREADS;
+            if (TOTAL % TILE_THREADS == 0 || e < TOTAL) {
+                at(slot, e);
+            }
+        }
+    } else {
+        for (int e = threadIdx.x; e < TOTAL; e += TILE_THREADS) {
+            at(0, e);
         }
     }
 }
 
-// Calls at(r, c) for every group of four entries (r, c .. c + 3) of an
+// Calls at(slot, r, c) for every entry of an R x C operand tile, spread over
+// the block's threads. Consecutive threads take consecutive c (C_FAST) or
+// consecutive r: whichever runs along the operand's contiguous axis in
+// global memory, so the gathers coalesce.
+template <int R, int C, bool C_FAST, bool UNROLL, class At>
+__device__ __forceinline__ void for_tile(At at) {
+    for_slots<R * C, UNROLL>([&](int slot, int e) {
+        if constexpr (C_FAST) {
+            at(slot, e / C, e % C);
+        } else {
+            at(slot, e % R, e / R);
+        }
+    });
+}
+
+// Calls at(slot, r, c) for every group of four entries (r, c .. c + 3) of an
 // R x C operand tile (C a multiple of 4), spread over the block's threads;
 // consecutive threads take consecutive groups along c, the operand's
 // contiguous axis in global memory, so a warp's 16-byte loads coalesce.
-template <int R, int C, class At>
+template <int R, int C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4(At at) {
     static_assert(C % 4 == 0, "groups of four along c");
-    for (int e = threadIdx.x; e < R * C / 4; e += TILE_THREADS) {
-        at(e / (C / 4), 4 * (e % (C / 4)));
-    }
+    for_slots<R * C / 4, UNROLL>([&](int slot, int e) { at(slot, e / (C / 4), 4 * (e % (C / 4))); });
 }
 
-// The same with the groups of four along r: at(r, c) for (r .. r + 3, c),
-// r a multiple of 4, consecutive threads on consecutive groups along r.
-template <int R, int C, class At>
+// The same with the groups of four along r: at(slot, r, c) for (r .. r + 3,
+// c), r a multiple of 4, consecutive threads on consecutive groups along r.
+template <int R, int C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4_rows(At at) {
     static_assert(R % 4 == 0, "groups of four along r");
-    for (int e = threadIdx.x; e < R / 4 * C; e += TILE_THREADS) {
-        at(4 * (e % (R / 4)), e / (R / 4));
-    }
+    for_slots<R / 4 * C, UNROLL>([&](int slot, int e) { at(slot, 4 * (e % (R / 4)), e / (R / 4)); });
 }
 
 // The same for the tensor-core tiles, which keep k contiguous in shared
@@ -166,31 +189,31 @@ __device__ __forceinline__ void for_tile4_rows(At at) {
 // rows 80 or 48 words apart, on 2 or 4 banks (16- or 8-way conflicts). Its
 // 16-byte loads still fill whole 32-byte sectors (the two groups of one k
 // lie side by side in global memory).
-template <int R, int C, bool GROUPS_ALONG_C, class At>
+template <int R, int C, bool GROUPS_ALONG_C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4_k_fast(At at) {
     static_assert((GROUPS_ALONG_C ? C : R) % 4 == 0, "groups of four");
     constexpr int K = GROUPS_ALONG_C ? R : C;
     constexpr int GROUPS = (GROUPS_ALONG_C ? C : R) / 4;
-    for (int e = threadIdx.x; e < K * GROUPS; e += TILE_THREADS) {
+    for_slots<K * GROUPS, UNROLL>([&](int slot, int e) {
         const int k = e % K, group = 4 * (e / K);
         if constexpr (GROUPS_ALONG_C) {
-            at(k, group);
+            at(slot, k, group);
         } else {
-            at(group, k);
+            at(slot, group, k);
         }
-    }
+    });
 }
 
 // for_tile4 (groups along c) or for_tile4_rows (along r), or, with K_FAST,
 // for_tile4_k_fast with the same groups.
-template <int R, int C, bool GROUPS_ALONG_C, bool K_FAST, class At>
+template <int R, int C, bool GROUPS_ALONG_C, bool K_FAST, bool UNROLL, class At>
 __device__ __forceinline__ void for_groups4(At at) {
     if constexpr (K_FAST) {
-        for_tile4_k_fast<R, C, GROUPS_ALONG_C>(at);
+        for_tile4_k_fast<R, C, GROUPS_ALONG_C, UNROLL>(at);
     } else if constexpr (GROUPS_ALONG_C) {
-        for_tile4<R, C>(at);
+        for_tile4<R, C, UNROLL>(at);
     } else {
-        for_tile4_rows<R, C>(at);
+        for_tile4_rows<R, C, UNROLL>(at);
     }
 }
 
@@ -213,6 +236,144 @@ __device__ __forceinline__ void set4(Set set, int r, int c, float4 v) {
         set(ALONG_C ? r : r + i, ALONG_C ? c + i : c, values[i]);
     }
 }
+
+// Where the operand gathers' values go. The operand functions below call
+// put4<OP, ALONG_C>(slot, r, c, get) for a group of four values (along c
+// when ALONG_C, else along r) of operand OP (0: A, 1: B) and put1<OP>(slot,
+// r, c, get) for one; get() gathers the value(s) from global memory.
+// StoreNow stores them into the shared tiles at once, through set_a(m, k, v)
+// and set_b(k, n, v).
+template <class SetA, class SetB>
+struct StoreNow {
+    static constexpr bool UNROLL = false;
+    SetA set_a;
+    SetB set_b;
+    template <int OP, bool ALONG_C, class Get>
+    __device__ __forceinline__ void put4(int, int r, int c, Get get) {
+        if constexpr (OP == 0) {
+            set4<ALONG_C>(set_a, r, c, get());
+        } else {
+            set4<ALONG_C>(set_b, r, c, get());
+        }
+    }
+    template <int OP, class Get>
+    __device__ __forceinline__ void put1(int, int r, int c, Get get) {
+        if constexpr (OP == 0) {
+            set_a(r, c, get());
+        } else {
+            set_b(r, c, get());
+        }
+    }
+};
+
+template <class SetA, class SetB>
+__device__ __forceinline__ StoreNow<SetA, SetB> store_now(SetA set_a, SetB set_b) {
+    return StoreNow<SetA, SetB>{set_a, set_b};
+}
+
+// A thread's operand values of one K step, per slot of the two operands'
+// walks, in registers between the gather and the store into shared memory
+// (a one-value gather keeps its value in .x). Without ENABLED it holds
+// nothing and the K steps gather straight into the tiles (StoreStaged).
+template <int SLOTS_A, int SLOTS_B, bool ENABLED>
+struct Staged {
+    static constexpr bool ON = ENABLED;
+    float4 a[ENABLED ? SLOTS_A : 1];
+    float4 b[ENABLED ? SLOTS_B : 1];
+};
+
+// Gathers into a Staged: the global loads issue, and nothing waits for them
+// until the values are stored (StoreStaged), after the next tile step.
+template <class S>
+struct LoadStaged {
+    static constexpr bool UNROLL = true;
+    S& stage;
+    template <int OP, bool ALONG_C, class Get>
+    __device__ __forceinline__ void put4(int slot, int, int, Get get) {
+        if constexpr (OP == 0) {
+            stage.a[slot] = get();
+        } else {
+            stage.b[slot] = get();
+        }
+    }
+    template <int OP, class Get>
+    __device__ __forceinline__ void put1(int slot, int, int, Get get) {
+        if constexpr (OP == 0) {
+            stage.a[slot].x = get();
+        } else {
+            stage.b[slot].x = get();
+        }
+    }
+};
+
+// Stores a Staged's values where StoreNow would have stored them (the same
+// walk, so the same slots), without gathering; or, when the Staged is not
+// ON, gathers and stores as StoreNow.
+template <class S, class SetA, class SetB>
+struct StoreStaged {
+    static constexpr bool UNROLL = S::ON;
+    const S& stage;
+    StoreNow<SetA, SetB> now;
+    template <int OP, bool ALONG_C, class Get>
+    __device__ __forceinline__ void put4(int slot, int r, int c, Get get) {
+        if constexpr (S::ON) {
+            now.template put4<OP, ALONG_C>(slot, r, c, [&] { return staged<OP>(slot); });
+        } else {
+            now.template put4<OP, ALONG_C>(slot, r, c, get);
+        }
+    }
+    template <int OP, class Get>
+    __device__ __forceinline__ void put1(int slot, int r, int c, Get get) {
+        if constexpr (S::ON) {
+            now.template put1<OP>(slot, r, c, [&] { return staged<OP>(slot).x; });
+        } else {
+            now.template put1<OP>(slot, r, c, get);
+        }
+    }
+    template <int OP>
+    __device__ __forceinline__ float4 staged(int slot) const {
+        if constexpr (OP == 0) {
+            return stage.a[slot];
+        } else {
+            return stage.b[slot];
+        }
+    }
+};
+
+// The K steps [begin, end) of a tensor-core block tile, two deep when the
+// Staged S is ON: after the barrier that publishes step k0's tiles, each
+// thread issues its gathers of step k0 + BK into registers (gather(k0 +
+// BK): a LoadStaged pass) and the warps multiply step k0's tiles (step())
+// while those loads are in flight; store(k0 + BK) then puts them into the
+// tiles (a StoreStaged pass) once the second barrier says every warp is
+// done with the old ones. When it is not, store(k0) gathers and stores.
+template <class S, class Gather, class Store, class Step>
+__device__ __forceinline__ void pipelined_k_steps(int begin, int end, Gather gather, Store store,
+                                                  Step step) {
+    if constexpr (S::ON) {
+        if (begin < end) {
+            gather(begin);
+        }
+    }
+    for (int k0 = begin; k0 < end; k0 += BK) {
+        store(k0);
+        __syncthreads();
+        if constexpr (S::ON) {
+            if (k0 + BK < end) {
+                gather(k0 + BK);
+            }
+        }
+        step();
+        __syncthreads();
+    }
+}
+
+// Whether a tensor-core kernel stages its operands: where both gathers load
+// four values at a time. A one-value gather (conv1's three input channels,
+// conv9's ten output channels) would hold 8-16 values with their index
+// arithmetic unrolled, which spilled (conv1_forward at 128 registers).
+template <bool A_VEC, bool B_VEC, int BM, int BN>
+using StagedIf = Staged<TILE_SLOTS<BM * BK / 4>, TILE_SLOTS<BK * BN / 4>, A_VEC && B_VEC>;
 
 // One BK-deep step of a block tile: thread (ty, tx) owns rows ty + 16 i and
 // columns tx + 16 j, so shared-memory reads are broadcasts along rows and
@@ -342,34 +503,43 @@ __device__ __forceinline__ float4 conv_weight4_at(const float* __restrict__ w, i
 
 // The forward kernels' operand tiles for one K step: A (BM x BK, input
 // gathered) and B (BK x BN, weights), each four at a time where the shapes
-// allow, stored through set_a(m, k, v) and set_b(k, n, v); K_FAST for the
-// tensor-core tiles (consecutive threads along k, see for_tile4_k_fast).
-template <class G, int BM, int BN, bool K_FAST, class SetA, class SetB>
+// allow, put into `sink` (StoreNow, LoadStaged or StoreStaged); K_FAST for
+// the tensor-core tiles (consecutive threads along k, see for_tile4_k_fast).
+template <class G, int BM, int BN, bool K_FAST, class Sink>
 __device__ __forceinline__ void conv_forward_operands(const float* __restrict__ x,
                                                       const float* __restrict__ w, int m0,
                                                       int n0, int k0, int rows, bool drop,
                                                       u64 drop_key, ImageKeyCache& keys,
-                                                      SetA set_a, SetB set_b) {
+                                                      Sink sink) {
     if constexpr (INPUT_VEC<G>) {
-        for_tile4<BM, BK>([&](int mm, int kk) {
-            set4<true>(set_a, mm, kk,
-                       conv_input4_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, keys));
+        for_tile4<BM, BK, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put4<0, true>(slot, mm, kk, [&] {
+                return conv_input4_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, keys);
+            });
         });
     } else {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            set_a(mm, kk, conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, &keys));
+        for_tile<BM, BK, true, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put1<0>(slot, mm, kk, [&] {
+                return conv_input_at<G>(x, m0 + mm, k0 + kk, rows, drop, drop_key, &keys);
+            });
         });
     }
     if constexpr (G::W_VEC) {
-        for_groups4<BK, BN, true, K_FAST>([&](int kk, int nn) {
-            set4<true>(set_b, kk, nn, conv_weight4_at<G>(w, k0 + kk, n0 + nn));
+        for_groups4<BK, BN, true, K_FAST, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put4<1, true>(slot, kk, nn,
+                                        [&] { return conv_weight4_at<G>(w, k0 + kk, n0 + nn); });
         });
     } else {
-        for_tile<BK, BN, !K_FAST>([&](int kk, int nn) {
-            set_b(kk, nn, conv_weight_at<G>(w, k0 + kk, n0 + nn));
+        for_tile<BK, BN, !K_FAST, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put1<1>(slot, kk, nn,
+                                  [&] { return conv_weight_at<G>(w, k0 + kk, n0 + nn); });
         });
     }
 }
+
+// The registers a thread stages the forward operands of one K step in.
+template <class G, int BM, int BN>
+using ForwardStaged = StagedIf<INPUT_VEC<G>, G::W_VEC, BM, BN>;
 
 // The forward epilogue of output (m, co): bias, the pre-activation where the
 // backward pass needs it, the activation.
@@ -411,8 +581,8 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     for (int k0 = 0; k0 < K; k0 += BK) {
         conv_forward_operands<G, BM, BN, false>(
             x, w, m0, n0, k0, rows, drop, drop_key, keys,
-            [&](int mm, int kk, float v) { As[kk][mm] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            store_now([&](int mm, int kk, float v) { As[kk][mm] = v; },
+                      [&](int kk, int nn, float v) { Bs[kk][nn] = v; }));
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -649,15 +819,22 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     const bool drop = G::DROPOUT && training;
     ImageKeyCache keys{-1, 0ULL};
     float acc[BM / 64][BN / 16][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
-        conv_forward_operands<G, BM, BN, true>(
-            x, w, m0, n0, k0, rows, drop, drop_key, keys,
-            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
-            [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); });
-        __syncthreads();
-        mma_tile_step(tiles, acc, warp);
-        __syncthreads();
-    }
+    using Stage = ForwardStaged<G, BM, BN>;
+    Stage stage;
+    const auto set_a = [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); };
+    const auto set_b = [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); };
+    pipelined_k_steps<Stage>(
+        0, K,
+        [&](int k0) {
+            conv_forward_operands<G, BM, BN, true>(x, w, m0, n0, k0, rows, drop, drop_key, keys,
+                                                   LoadStaged<Stage>{stage});
+        },
+        [&](int k0) {
+            conv_forward_operands<G, BM, BN, true>(
+                x, w, m0, n0, k0, rows, drop, drop_key, keys,
+                StoreStaged<Stage, decltype(set_a), decltype(set_b)>{stage, {set_a, set_b}});
+        },
+        [&] { mma_tile_step(tiles, acc, warp); });
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         if (m0 + row < rows && n0 + col < G::OC) {
             conv_store<G>(v, m0 + row, n0 + col, bias, y, pre);
@@ -800,33 +977,44 @@ __device__ __forceinline__ float4 conv_weight_t4_at(const float* __restrict__ w,
 }
 
 // The backward-data kernels' operand tiles for one K step of phase p, four
-// at a time where the shapes allow, stored through set_a(m, k, v) and
-// set_b(k, n, v).
-template <class G, int BM, int BN, class SetA, class SetB>
+// at a time where the shapes allow, put into `sink` (as
+// conv_forward_operands).
+template <class G, int BM, int BN, class Sink>
 __device__ __forceinline__ void conv_data_operands(const float* __restrict__ dy,
                                                    const float* __restrict__ f,
                                                    const float* __restrict__ w,
                                                    const DataPhase& phase, int m0, int n0, int k0,
-                                                   int rows, int rule, SetA set_a, SetB set_b) {
+                                                   int rows, int rule, Sink sink) {
     if constexpr (OUTPUT_VEC<G>) {
-        for_tile4<BM, BK>([&](int mm, int kk) {
-            set4<true>(set_a, mm, kk, conv_grad4_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule));
+        for_tile4<BM, BK, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put4<0, true>(slot, mm, kk, [&] {
+                return conv_grad4_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
+            });
         });
     } else {
-        for_tile<BM, BK, true>([&](int mm, int kk) {
-            set_a(mm, kk, conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule));
+        for_tile<BM, BK, true, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put1<0>(slot, mm, kk, [&] {
+                return conv_grad_at<G>(dy, f, phase, m0 + mm, k0 + kk, rows, rule);
+            });
         });
     }
     if constexpr (G::W_VEC) {
-        for_tile4_rows<BK, BN>([&](int kk, int nn) {
-            set4<false>(set_b, kk, nn, conv_weight_t4_at<G>(w, phase, k0 + kk, n0 + nn));
+        for_tile4_rows<BK, BN, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put4<1, false>(slot, kk, nn, [&] {
+                return conv_weight_t4_at<G>(w, phase, k0 + kk, n0 + nn);
+            });
         });
     } else {
-        for_tile<BK, BN, false>([&](int kk, int nn) {
-            set_b(kk, nn, conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn));
+        for_tile<BK, BN, false, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put1<1>(slot, kk, nn,
+                                  [&] { return conv_weight_t_at<G>(w, phase, k0 + kk, n0 + nn); });
         });
     }
 }
+
+// The registers a thread stages the backward-data operands of one K step in.
+template <class G, int BM, int BN>
+using DataStaged = StagedIf<OUTPUT_VEC<G>, G::W_VEC, BM, BN>;
 
 // Gradient with respect to the input as an implicit GEMM per phase
 // (blockIdx.z; see DataPhase): rows are the phase's input pixels (image,
@@ -855,8 +1043,8 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
     for (int k0 = 0; k0 < phase.k; k0 += BK) {
         conv_data_operands<G, BM, BN>(
             dy, f, w, phase, m0, n0, k0, rows, rule,
-            [&](int mm, int kk, float v) { As[kk][mm] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            store_now([&](int mm, int kk, float v) { As[kk][mm] = v; },
+                      [&](int kk, int nn, float v) { Bs[kk][nn] = v; }));
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         __syncthreads();
@@ -908,15 +1096,22 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
     }
     const MmaWarp warp = mma_warp<BM, BN>();
     float acc[BM / 64][BN / 16][4] = {};
-    for (int k0 = 0; k0 < phase.k; k0 += BK) {
-        conv_data_operands<G, BM, BN>(
-            dy, f, w, phase, m0, n0, k0, rows, rule,
-            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
-            [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); });
-        __syncthreads();
-        mma_tile_step(tiles, acc, warp);
-        __syncthreads();
-    }
+    using Stage = DataStaged<G, BM, BN>;
+    Stage stage;
+    const auto set_a = [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); };
+    const auto set_b = [&](int kk, int nn, float v) { tiles.set_b(kk, nn, v); };
+    pipelined_k_steps<Stage>(
+        0, phase.k,
+        [&](int k0) {
+            conv_data_operands<G, BM, BN>(dy, f, w, phase, m0, n0, k0, rows, rule,
+                                          LoadStaged<Stage>{stage});
+        },
+        [&](int k0) {
+            conv_data_operands<G, BM, BN>(
+                dy, f, w, phase, m0, n0, k0, rows, rule,
+                StoreStaged<Stage, decltype(set_a), decltype(set_b)>{stage, {set_a, set_b}});
+        },
+        [&] { mma_tile_step(tiles, acc, warp); });
     const bool drop = G::DROPOUT && training;
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         const int m = m0 + row, ci = n0 + col;
@@ -965,33 +1160,44 @@ __device__ __forceinline__ float4 conv_dy4_at(const float* __restrict__ dy,
 // Dropout keys are derived once per group of four, not cached across
 // groups (a cache's registers made the fp32 kernels spill). K_FAST as in
 // conv_forward_operands.
-template <class G, int BM, int BN, bool K_FAST, class SetA, class SetB>
+template <class G, int BM, int BN, bool K_FAST, class Sink>
 __device__ __forceinline__ void conv_weights_operands(const float* __restrict__ x,
                                                       const float* __restrict__ dy,
                                                       const float* __restrict__ f, int m0,
                                                       int n0, int k0, int k_end, bool drop,
-                                                      u64 drop_key, SetA set_a, SetB set_b) {
+                                                      u64 drop_key, Sink sink) {
     if constexpr (INPUT_VEC<G>) {
-        for_groups4<BM, BK, false, K_FAST>([&](int mm, int kk) {
-            ImageKeyCache keys{-1, 0ULL};
-            set4<false>(set_a, mm, kk,
-                        conv_input4_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key, keys));
+        for_groups4<BM, BK, false, K_FAST, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put4<0, false>(slot, mm, kk, [&] {
+                ImageKeyCache keys{-1, 0ULL};
+                return conv_input4_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key, keys);
+            });
         });
     } else {
-        for_tile<BM, BK, K_FAST>([&](int mm, int kk) {
-            set_a(mm, kk, conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key));
+        for_tile<BM, BK, K_FAST, Sink::UNROLL>([&](int slot, int mm, int kk) {
+            sink.template put1<0>(slot, mm, kk, [&] {
+                return conv_input_at<G>(x, k0 + kk, m0 + mm, k_end, drop, drop_key);
+            });
         });
     }
     if constexpr (OUTPUT_VEC<G>) {
-        for_groups4<BK, BN, true, K_FAST>([&](int kk, int nn) {
-            set4<true>(set_b, kk, nn, conv_dy4_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
+        for_groups4<BK, BN, true, K_FAST, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put4<1, true>(slot, kk, nn, [&] {
+                return conv_dy4_at<G>(dy, f, k0 + kk, n0 + nn, k_end);
+            });
         });
     } else {
-        for_tile<BK, BN, !K_FAST>([&](int kk, int nn) {
-            set_b(kk, nn, conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end));
+        for_tile<BK, BN, !K_FAST, Sink::UNROLL>([&](int slot, int kk, int nn) {
+            sink.template put1<1>(slot, kk, nn,
+                                  [&] { return conv_dy_at<G>(dy, f, k0 + kk, n0 + nn, k_end); });
         });
     }
 }
+
+// The registers a thread stages the weight-gradient operands of one K step
+// in.
+template <class G, int BM, int BN>
+using WeightsStaged = StagedIf<INPUT_VEC<G>, OUTPUT_VEC<G>, BM, BN>;
 
 // Where a weight-gradient kernel leaves its result: the gradients of the
 // weights and the bias (in the flat gradient buffer), and its split-K
@@ -1119,8 +1325,8 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     for (int k0 = split.begin; k0 < split.end; k0 += BK) {
         conv_weights_operands<G, BM, BN, false>(
             x, dy, f, m0, n0, k0, split.end, drop, drop_key,
-            [&](int mm, int kk, float v) { As[kk][mm] = v; },
-            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
+            store_now([&](int mm, int kk, float v) { As[kk][mm] = v; },
+                      [&](int kk, int nn, float v) { Bs[kk][nn] = v; }));
         __syncthreads();
         tile_step<TM, TN, BM, BN>(As, Bs, acc, tx, ty);
         if (bias_block) {
@@ -1194,34 +1400,43 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     const bool bias_thread = bias_block && threadIdx.x < BN;
     float acc[BM / 64][BN / 16][4] = {};
     float bias_acc = 0.0f;
-    for (int k0 = split.begin; k0 < split.end; k0 += BK) {
-        conv_weights_operands<G, BM, BN, true>(
-            x, dy, f, m0, n0, k0, split.end, drop, drop_key,
-            [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); },
-            [&](int kk, int nn, float v) {
-                tiles.set_b(kk, nn, v);
-                if constexpr (G::BIAS) {
-                    if (bias_block) {
-                        dy_copy.dy[nn][kk] = v;
-                    }
-                }
-            });
-        __syncthreads();
-        mma_tile_step(tiles, acc, warp);
+    using Stage = WeightsStaged<G, BM, BN>;
+    Stage stage;
+    const auto set_a = [&](int mm, int kk, float v) { tiles.set_a(mm, kk, v); };
+    const auto set_b = [&](int kk, int nn, float v) {
+        tiles.set_b(kk, nn, v);
         if constexpr (G::BIAS) {
-            if (bias_thread) {
-#pragma unroll
-                for (int kk = 0; kk < BK; kk += 4) {
-                    const float4 v = load4(&dy_copy.dy[threadIdx.x][kk]);
-                    bias_acc += v.x;
-                    bias_acc += v.y;
-                    bias_acc += v.z;
-                    bias_acc += v.w;
-                }
+            if (bias_block) {
+                dy_copy.dy[nn][kk] = v;
             }
         }
-        __syncthreads();
-    }
+    };
+    pipelined_k_steps<Stage>(
+        split.begin, split.end,
+        [&](int k0) {
+            conv_weights_operands<G, BM, BN, true>(x, dy, f, m0, n0, k0, split.end, drop,
+                                                   drop_key, LoadStaged<Stage>{stage});
+        },
+        [&](int k0) {
+            conv_weights_operands<G, BM, BN, true>(
+                x, dy, f, m0, n0, k0, split.end, drop, drop_key,
+                StoreStaged<Stage, decltype(set_a), decltype(set_b)>{stage, {set_a, set_b}});
+        },
+        [&] {
+            mma_tile_step(tiles, acc, warp);
+            if constexpr (G::BIAS) {
+                if (bias_thread) {
+#pragma unroll
+                    for (int kk = 0; kk < BK; kk += 4) {
+                        const float4 v = load4(&dy_copy.dy[threadIdx.x][kk]);
+                        bias_acc += v.x;
+                        bias_acc += v.y;
+                        bias_acc += v.z;
+                        bias_acc += v.w;
+                    }
+                }
+            }
+        });
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         if (m0 + row < ROWS && n0 + col < G::OC) {
             split.weights[(size_t)(m0 + row) * G::OC + n0 + col] = v;
