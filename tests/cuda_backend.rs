@@ -500,17 +500,20 @@ test_device!(tensor_cores_match_cpu: cuda, emulated);
 /// As `tensor_cores_match_cpu`, with every channel count a multiple of 4:
 /// every gather loads four values at a time and every tensor-core K loop
 /// stages the next step's operands in registers (`pipelined_k_steps`), over
-/// many K steps (216 deep in conv2's forward pass, 784 pixels in conv1's
-/// weight gradient), partial tiles and two slots per thread of both
-/// operands (conv2's 96 channels take 96-wide tiles). Linear but for the
-/// softmax, so that the rounding of the operands is the only difference
-/// (observed: TF32 0.05% of each gradient's rms, BF16 1-2.5%): with a
-/// ReLU, entries near zero flip and cost up to 8% here in either precision.
+/// many K steps (216 deep in conv2's forward pass, 900 pixels in conv1's
+/// weight gradient: a partial last step), partial tiles and two slots per
+/// thread of both operands (conv2's 96 channels take 96-wide tiles).
+/// Linear but for the softmax, so that the rounding of the operands is the
+/// only difference (observed: TF32 0.05% of each gradient's rms, BF16
+/// 1-2.5%): with a ReLU, entries near zero flip and cost up to 8% here in
+/// either precision. The emulator cannot show a missing barrier here (its
+/// warp-wide instructions meet at block-wide barriers); a GPU run of the
+/// `cuda` variant can.
 fn tensor_cores_staged(dev: Dev) {
     tensor_cores_match_cpu_on(
         dev,
         "network staged {
-            input 4x16x16
+            input 4x15x15
             classes 8
             conv 24 3x3 act=none
             dropout 0.3

@@ -151,7 +151,8 @@ fn every_model_compiles_with_nvrtc() {
 
 /// `--precision tf32` and `bf16`: every convolution GEMM of All-CNN-C and
 /// Model C (forward, gradient of the input, gradient of the weights) runs
-/// its `_mma` template, NVRTC compiles the module for sm_90 without spills,
+/// its `_mma` template, NVRTC compiles the module for sm_90 without spills
+/// or stack frames,
 /// and the PTX holds the warp-wide mma instructions (one shape per
 /// precision); the fp32 module has none.
 #[test]
@@ -218,6 +219,17 @@ fn tensor_core_programs_compile_with_nvrtc() {
                     "{model} {}: {} spills",
                     precision.name(),
                     kernel.name
+                );
+                // No local memory at all: a register array indexed by a
+                // loop that did not unroll (the staged operands) would land
+                // in the stack frame without counting as a spill.
+                assert_eq!(
+                    kernel.stack_bytes,
+                    0,
+                    "{model} {}: {} has a {}-byte stack frame",
+                    precision.name(),
+                    kernel.name,
+                    kernel.stack_bytes
                 );
                 // The launch-limits test reads the plan's figure.
                 let spec = program

@@ -186,9 +186,10 @@ __device__ __forceinline__ void for_tile4_rows(At at) {
 // GROUPS_ALONG_C, else r), consecutive threads along the other axis, k. A
 // warp then stores BK consecutive k of two groups (rows 20 or 12 words
 // apart): every bank once, where threads along the groups' axis would put
-// rows 80 or 48 words apart, on 2 or 4 banks (16- or 8-way conflicts). Its
-// 16-byte loads still fill whole 32-byte sectors (the two groups of one k
-// lie side by side in global memory).
+// rows 80 or 48 words apart, all on 2 banks (16-way conflicts). Its 16-byte
+// loads still fill whole 32-byte sectors where the channels come in
+// multiples of 8 (the two groups of one k lie side by side in global
+// memory).
 template <int R, int C, bool GROUPS_ALONG_C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4_k_fast(At at) {
     static_assert((GROUPS_ALONG_C ? C : R) % 4 == 0, "groups of four");
@@ -273,13 +274,15 @@ __device__ __forceinline__ StoreNow<SetA, SetB> store_now(SetA set_a, SetB set_b
 
 // A thread's operand values of one K step, per slot of the two operands'
 // walks, in registers between the gather and the store into shared memory
-// (a one-value gather keeps its value in .x). Without ENABLED it holds
-// nothing and the K steps gather straight into the tiles (StoreStaged).
+// (a one-value gather keeps its value in .x). Without ENABLED the K steps
+// gather straight into the tiles (StoreStaged) and the arrays, never used,
+// cost nothing (their size still covers the walks, so the uncalled gather
+// pass indexes within them).
 template <int SLOTS_A, int SLOTS_B, bool ENABLED>
 struct Staged {
     static constexpr bool ON = ENABLED;
-    float4 a[ENABLED ? SLOTS_A : 1];
-    float4 b[ENABLED ? SLOTS_B : 1];
+    float4 a[SLOTS_A];
+    float4 b[SLOTS_B];
 };
 
 // Gathers into a Staged: the global loads issue, and nothing waits for them
@@ -373,7 +376,8 @@ __device__ __forceinline__ void pipelined_k_steps(int begin, int end, Gather gat
 // conv9's ten output channels) would hold 8-16 values with their index
 // arithmetic unrolled, which spilled (conv1_forward at 128 registers).
 template <bool A_VEC, bool B_VEC, int BM, int BN>
-using StagedIf = Staged<TILE_SLOTS<BM * BK / 4>, TILE_SLOTS<BK * BN / 4>, A_VEC && B_VEC>;
+using StagedIf = Staged<TILE_SLOTS<(A_VEC ? BM * BK / 4 : BM * BK)>,
+                        TILE_SLOTS<(B_VEC ? BK * BN / 4 : BK * BN)>, A_VEC && B_VEC>;
 
 // One BK-deep step of a block tile: thread (ty, tx) owns rows ty + 16 i and
 // columns tx + 16 j, so shared-memory reads are broadcasts along rows and
