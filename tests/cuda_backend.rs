@@ -506,9 +506,8 @@ test_device!(tensor_cores_match_cpu: cuda, emulated);
 /// Linear but for the softmax, so that the rounding of the operands is the
 /// only difference (observed: TF32 0.05% of each gradient's rms, BF16
 /// 1-2.5%): with a ReLU, entries near zero flip and cost up to 8% here in
-/// either precision. The emulator cannot show a missing barrier here (its
-/// warp-wide instructions meet at block-wide barriers); a GPU run of the
-/// `cuda` variant can.
+/// either precision. Emulated, dropping either barrier of the loop fails
+/// it (the emulator's warps run on past their warp-wide instructions).
 fn tensor_cores_staged(dev: Dev) {
     tensor_cores_match_cpu_on(
         dev,

@@ -218,15 +218,20 @@ using std::exp;
 using std::log;
 
 // Warp-wide instructions (mma.sync, ldmatrix). Each lane posts its operands
-// (fragment registers, or the row address it supplies) and the block meets
-// at the barrier (every thread of a block reaches each of them, as all lanes
-// of a warp must on the GPU); then each lane computes its own results from
-// its warp's posted slots with the PTX ISA's layouts. The slots alternate
-// between two sets, so one barrier per instruction suffices: a fiber can
-// post its next instruction's operands (in the other set) while the fibers
-// after it still read this one's, and it cannot post into this set again
-// before every fiber has passed the next barrier, that is read it. The
-// slots are the worker's: one block runs on a worker at a time.
+// (fragment registers, or the row address it supplies) and its warp meets
+// at a warp barrier (every lane of a warp reaches each of them, as on the
+// GPU); then each lane computes its own results from its warp's posted
+// slots with the PTX ISA's layouts. The warp barrier hands over to the next
+// lane of the same warp only, not to the block: a warp runs on past its
+// warp-wide instructions while the other warps wait where they are, so
+// shared memory is ordered by the kernel's own __syncthreads alone, and a
+// missing one shows (a warp reads a tile the others have not stored yet, or
+// stores over one they still read). The slots alternate between two sets,
+// so one barrier per instruction suffices: a lane can post its next
+// instruction's operands (in the other set) while the lanes after it still
+// read this one's, and it cannot post into this set again before every lane
+// of its warp has passed the next warp barrier, that is read it. The slots
+// are the worker's: one block runs on a worker at a time.
 struct allcnnc_emu_lane_slot {
     unsigned a[4];
     unsigned b[2];
@@ -234,11 +239,32 @@ struct allcnnc_emu_lane_slot {
 };
 static thread_local allcnnc_emu_lane_slot allcnnc_emu_slots[2][1024];
 
-// Posts this lane's slot and waits for the block; returns its warp's slots.
+// The warp barrier: on to the next live lane of this warp (lane 31 hands
+// back to lane 0), so the warp's lanes take turns as a block's threads do at
+// __syncthreads. Fibers are numbered by threadIdx.x, 32 to a warp.
+inline void allcnnc_emu_warp_sync() {
+    allcnnc_emu_worker* w = allcnnc_emu_self;
+    const unsigned from = w->current;
+    const unsigned base = from - from % 32;
+    const unsigned lanes = std::min(32u, (unsigned)w->fibers.size() - base);
+    unsigned to = from;
+    for (unsigned step = 1; step < lanes; ++step) {
+        const unsigned lane = base + (from - base + step) % lanes;
+        if (!w->fibers[lane].done) {
+            to = lane;
+            break;
+        }
+    }
+    if (to != from) {
+        allcnnc_emu_jump(&w->fibers[from].context, to);
+    }
+}
+
+// Posts this lane's slot and waits for its warp; returns the warp's slots.
 inline const allcnnc_emu_lane_slot* allcnnc_emu_post(const allcnnc_emu_lane_slot& mine) {
     const unsigned set = allcnnc_emu_collectives[threadIdx.x]++ % 2;
     allcnnc_emu_slots[set][threadIdx.x] = mine;
-    __syncthreads();
+    allcnnc_emu_warp_sync();
     return allcnnc_emu_slots[set] + (threadIdx.x - threadIdx.x % 32);
 }
 
