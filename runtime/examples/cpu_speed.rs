@@ -1,6 +1,7 @@
 //! Speed of the CPU backend on All-CNN-C (batch 128, 3x32x32): training
 //! steps and inference in images per second, and where a training step's
-//! time goes, layer by layer.
+//! time goes, layer by layer (forward, backward, and the weight gradient
+//! within the backward pass).
 //!
 //! Run with `cargo run --release -p allcnnc-runtime --example cpu_speed`
 //! (optional arguments: batch size, number of timed steps, `bf16` for bf16
@@ -138,7 +139,7 @@ fn main() {
 
     // Per-layer breakdown of the convolutions, run through the kernels.
     println!("per layer, CPU ms (GFLOP per CPU second, counting direct-convolution FLOPs):");
-    println!("layer   forward            backward");
+    println!("layer   forward            backward           of which weights");
     let mut total = (0.0, 0.0);
     for (idx, layer) in plan.layers.iter().enumerate() {
         let Op::Conv { window, act, .. } = &layer.op else {
@@ -181,7 +182,7 @@ fn main() {
             forward(&mut y);
         }
         let fwd = (cpu_seconds() - cpu) / reps as f64;
-        let mut backward = |dy: &mut [f32]| {
+        let mut backward = |dy: &mut [f32], with_input: bool| {
             ConvBackward {
                 geom,
                 n,
@@ -191,7 +192,7 @@ fn main() {
                 act: *act,
                 rule: ReluRule::Backprop,
                 act_forward: &y,
-                grad_input: (idx > 0).then_some(&mut dx[..]),
+                grad_input: (idx > 0 && with_input).then_some(&mut dx[..]),
                 grad_weight: Some(&mut dw),
                 grad_bias: Some(&mut db),
                 algorithm: ConvAlgorithm::Auto,
@@ -199,22 +200,31 @@ fn main() {
             }
             .run(&mut workspace)
         };
-        backward(&mut dy);
+        backward(&mut dy, true);
         let cpu = cpu_seconds();
         for _ in 0..reps {
-            backward(&mut dy);
+            backward(&mut dy, true);
         }
         let bwd = (cpu_seconds() - cpu) / reps as f64;
+        // The weight gradient alone (with the bias's and the activation's
+        // share), so the table splits the backward pass in two.
+        let cpu = cpu_seconds();
+        for _ in 0..reps {
+            backward(&mut dy, false);
+        }
+        let bwd_weights = (cpu_seconds() - cpu) / reps as f64;
         let bwd_flop = if idx > 0 { 2.0 * flop } else { flop };
         total.0 += fwd;
         total.1 += bwd;
         println!(
-            "{:6} {:8.1} ({:4.0})   {:8.1} ({:4.0})  {}",
+            "{:6} {:8.1} ({:4.0})   {:8.1} ({:4.0})  {:8.1} ({:4.0})  {}",
             layer.name,
             fwd * 1e3,
             flop / fwd / 1e9,
             bwd * 1e3,
             bwd_flop / bwd / 1e9,
+            bwd_weights * 1e3,
+            flop / bwd_weights / 1e9,
             if winograd { "winograd" } else { "im2col" }
         );
     }
