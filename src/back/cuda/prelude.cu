@@ -170,7 +170,8 @@ __device__ __forceinline__ void for_tile(At at) {
 template <int R, int C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4(At at) {
     static_assert(C % 4 == 0, "groups of four along c");
-    for_slots<R * C / 4, UNROLL>([&](int slot, int e) { at(slot, e / (C / 4), 4 * (e % (C / 4))); });
+    for_slots<R * C / 4, UNROLL>(
+        [&](int slot, int e) { at(slot, e / (C / 4), 4 * (e % (C / 4))); });
 }
 
 // The same with the groups of four along r: at(slot, r, c) for (r .. r + 3,
@@ -178,7 +179,8 @@ __device__ __forceinline__ void for_tile4(At at) {
 template <int R, int C, bool UNROLL, class At>
 __device__ __forceinline__ void for_tile4_rows(At at) {
     static_assert(R % 4 == 0, "groups of four along r");
-    for_slots<R / 4 * C, UNROLL>([&](int slot, int e) { at(slot, 4 * (e % (R / 4)), e / (R / 4)); });
+    for_slots<R / 4 * C, UNROLL>(
+        [&](int slot, int e) { at(slot, 4 * (e % (R / 4)), e / (R / 4)); });
 }
 
 // The same for the tensor-core tiles, which keep k contiguous in shared
@@ -285,8 +287,10 @@ struct Staged {
     float4 b[SLOTS_B];
 };
 
-// Gathers into a Staged: the global loads issue, and nothing waits for them
-// until the values are stored (StoreStaged), after the next tile step.
+// Gathers into a Staged: the global loads issue, and only the arithmetic the
+// gather itself applies to the loaded values (a ReLU rule's mask, dropout)
+// waits for them before the values are stored (StoreStaged), after the
+// next tile step.
 template <class S>
 struct LoadStaged {
     static constexpr bool UNROLL = true;
