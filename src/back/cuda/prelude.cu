@@ -285,6 +285,15 @@ struct Staged {
     static constexpr bool ON = ENABLED;
     float4 a[SLOTS_A];
     float4 b[SLOTS_B];
+    // Operand OP's (0: A, 1: B) value at `slot`.
+    template <int OP>
+    __device__ __forceinline__ float4& at(int slot) {
+        if constexpr (OP == 0) {
+            return a[slot];
+        } else {
+            return b[slot];
+        }
+    }
 };
 
 // Gathers into a Staged: the global loads issue, and only the arithmetic the
@@ -297,19 +306,11 @@ struct LoadStaged {
     S& stage;
     template <int OP, bool ALONG_C, class Get>
     __device__ __forceinline__ void put4(int slot, int, int, Get get) {
-        if constexpr (OP == 0) {
-            stage.a[slot] = get();
-        } else {
-            stage.b[slot] = get();
-        }
+        stage.template at<OP>(slot) = get();
     }
     template <int OP, class Get>
     __device__ __forceinline__ void put1(int slot, int, int, Get get) {
-        if constexpr (OP == 0) {
-            stage.a[slot].x = get();
-        } else {
-            stage.b[slot].x = get();
-        }
+        stage.template at<OP>(slot).x = get();
     }
 };
 
@@ -319,12 +320,13 @@ struct LoadStaged {
 template <class S, class SetA, class SetB>
 struct StoreStaged {
     static constexpr bool UNROLL = S::ON;
-    const S& stage;
+    S& stage;
     StoreNow<SetA, SetB> now;
     template <int OP, bool ALONG_C, class Get>
     __device__ __forceinline__ void put4(int slot, int r, int c, Get get) {
         if constexpr (S::ON) {
-            now.template put4<OP, ALONG_C>(slot, r, c, [&] { return staged<OP>(slot); });
+            now.template put4<OP, ALONG_C>(slot, r, c,
+                                           [&] { return stage.template at<OP>(slot); });
         } else {
             now.template put4<OP, ALONG_C>(slot, r, c, get);
         }
@@ -332,17 +334,9 @@ struct StoreStaged {
     template <int OP, class Get>
     __device__ __forceinline__ void put1(int slot, int r, int c, Get get) {
         if constexpr (S::ON) {
-            now.template put1<OP>(slot, r, c, [&] { return staged<OP>(slot).x; });
+            now.template put1<OP>(slot, r, c, [&] { return stage.template at<OP>(slot).x; });
         } else {
             now.template put1<OP>(slot, r, c, get);
-        }
-    }
-    template <int OP>
-    __device__ __forceinline__ float4 staged(int slot) const {
-        if constexpr (OP == 0) {
-            return stage.a[slot];
-        } else {
-            return stage.b[slot];
         }
     }
 };
