@@ -319,6 +319,11 @@ pub struct LayerIo {
     /// Launches turning the signal at the output into the one at the input,
     /// with the pass's ReLU rule ([`Arg::Rule`]).
     pub visual_backward: Vec<Launch>,
+    /// Launches a signal placed at the output needs before those (the
+    /// activation's rule, where the kernels below take their gradient
+    /// masked because in training the kernel above masks it); run only for
+    /// the layer the signal starts at.
+    pub signal_mask: Vec<Launch>,
 }
 
 /// How to run one model on a CUDA device.

@@ -76,7 +76,11 @@ pub fn translation_unit(program: &Program) -> Result<String> {
         .chain(&plan.backward)
         .chain(&plan.update)
         .chain(&plan.infer)
-        .chain(plan.layers.iter().flat_map(|l| &l.visual_backward));
+        .chain(
+            plan.layers
+                .iter()
+                .flat_map(|l| l.signal_mask.iter().chain(&l.visual_backward)),
+        );
     let mut args_of: HashMap<usize, &[Arg]> = HashMap::new();
     for launch in launches {
         args_of.entry(launch.kernel).or_insert(&launch.args);

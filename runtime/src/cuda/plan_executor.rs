@@ -580,6 +580,8 @@ impl<D: Device> Executor for PlanExecutor<D> {
             },
             ..PassArgs::infer(n)
         };
+        let mask = self.device_plan.layers[layer_idx].signal_mask.clone();
+        self.run(&mask, pass)?;
         for l in (0..=layer_idx).rev() {
             let launches = self.device_plan.layers[l].visual_backward.clone();
             self.run(&launches, pass)?;

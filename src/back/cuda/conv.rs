@@ -5,7 +5,9 @@
 //!   the input dropout applied where it loads its input;
 //! - `NAME_backward_data`: the gradient at the group's input, with the
 //!   activation's mask (ReLU rule as an argument) applied on load and the
-//!   dropout's mask in the epilogue;
+//!   dropout's mask in the epilogue; where the group below is a conv group
+//!   too, its activation's rule follows in the epilogue ([`ConvLinks`]), and
+//!   that group's kernels load their gradient as it is;
 //! - `NAME_backward_weights`: the weight and bias gradients as a split-K
 //!   GEMM whose last block per output tile adds the splits' partial sums in
 //!   split order (one launch, deterministic).
@@ -13,12 +15,12 @@
 //! Invariant: the three kernels see the same [`ConvGroup`], so their
 //! buffers, tiles and dropout arguments agree by construction.
 
-use super::fuse::FusedGroup;
+use super::fuse::{FusedGroup, Fusion, GroupKind};
 use super::generator::Gen;
 use super::text::{act_code, act_text, c_float, window_text};
 use super::tiling::{
-    shared_bytes, tile, weight_gradient_shared_bytes, weight_split_k, weights_tile, NOMINAL_BATCH,
-    TILE_K,
+    elementwise, shared_bytes, tile, weight_gradient_shared_bytes, weight_split_k, weights_tile,
+    NOMINAL_BATCH, TILE_K,
 };
 use super::{param, Constants, Item, KernelDef, Param, Precision};
 use plan::device::{
@@ -31,6 +33,60 @@ use plan::{Activation, Op, Shape, Window};
 /// slope flips signs; see runtime::cpu::activation).
 fn keeps_pre(act: Activation) -> bool {
     matches!(act, Activation::LeakyRelu { slope } if slope < 0.0)
+}
+
+/// How a conv group's gradient meets the activation of the conv group below
+/// it. Where a conv group's input is the output of another conv group (with
+/// an activation that needs no pre-activation), the upper group's
+/// backward-data kernel applies the lower group's activation rule in its
+/// epilogue, to the gradient it writes; the lower group's backward-data and
+/// weight-gradient kernels then load that gradient as it is (`DY_MASKED`):
+/// one value per gathered element instead of two, and no arithmetic on the
+/// loaded values before the tile step. The rule is applied once per value
+/// either way, to the same operands, so the results are bit for bit those
+/// of applying it on load.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConvLinks {
+    /// The activation of the conv group below, whose rule this group's
+    /// backward-data epilogue applies.
+    pub in_act: Option<Activation>,
+    /// Whether the group above applies this group's activation rule.
+    pub dy_masked: bool,
+    /// The layers at whose output a visualisation signal is this group's
+    /// gradient (its conv, and a dropout the group above absorbed): such a
+    /// signal gets the rule first (`NAME_mask_signal`), since no kernel
+    /// above wrote it.
+    pub signal_layers: Vec<usize>,
+}
+
+/// Per group of `fusion`, its [`ConvLinks`] (the default for other groups).
+pub fn conv_links(plan: &plan::Plan, fusion: &Fusion) -> Vec<ConvLinks> {
+    let mut links = vec![ConvLinks::default(); fusion.groups.len()];
+    for (upper, pair) in fusion
+        .groups
+        .windows(2)
+        .enumerate()
+        .map(|(i, p)| (i + 1, p))
+    {
+        let (GroupKind::Conv { act, .. }, GroupKind::Conv { input_dropout, .. }) =
+            (pair[0].kind, pair[1].kind)
+        else {
+            continue;
+        };
+        if act == Activation::None || keeps_pre(act) {
+            continue;
+        }
+        let conv_idx = *pair[0].layers.last().expect("groups are not empty");
+        debug_assert!(matches!(plan.layers[conv_idx].op, Op::Conv { .. }));
+        links[upper].in_act = Some(act);
+        let lower = &mut links[upper - 1];
+        lower.dy_masked = true;
+        lower.signal_layers.push(conv_idx);
+        if input_dropout.is_some() {
+            lower.signal_layers.push(pair[1].layers[0]);
+        }
+    }
+    links
 }
 
 /// The phases of a convolution's backward-data GEMM (the prelude's
@@ -86,6 +142,7 @@ struct ConvGroup<'a> {
     macs: u64,
     in_len: u64,
     out_len: u64,
+    links: ConvLinks,
     /// The group's input (before the dropout), its output, and the buffer
     /// the backward kernels read the activation's mask from.
     x: Arg,
@@ -159,6 +216,57 @@ impl ConvGroup<'_> {
         }
     }
 
+    /// The backward kernels' `f` parameter (the activation whose mask they
+    /// apply on load), unless their gradient arrives masked.
+    fn f_param(&self) -> Option<Param> {
+        (!self.links.dy_masked).then(|| {
+            param(
+                "const float* __restrict__",
+                "f",
+                Arg::buffer(self.f_name.clone()),
+            )
+        })
+    }
+
+    fn f_arg(&self) -> &'static str {
+        if self.links.dy_masked {
+            "nullptr"
+        } else {
+            "f"
+        }
+    }
+
+    /// Values the backward kernels read per output value: the gradient, and
+    /// the activation unless the gradient arrives masked.
+    fn dy_reads(&self) -> u64 {
+        if self.links.dy_masked {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// How a backward kernel takes the gradient at the output (`rule`:
+    /// whether it applies the pass's ReLU rule or backprop's).
+    fn dy_text(&self, act: Activation, rule: bool) -> String {
+        if self.links.dy_masked {
+            format!(
+                "the gradient loaded as stored (the conv above applied the {} mask)",
+                act_text(act)
+            )
+        } else {
+            format!(
+                "{} mask applied on load{}",
+                act_text(act),
+                if rule {
+                    " with the ReLU rule `rule`"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+
     fn dropout_call(&self) -> &'static str {
         if self.dropout_idx.is_some() {
             "drop_key, training"
@@ -175,12 +283,18 @@ impl Gen<'_> {
         &mut self,
         id: &str,
         group: &FusedGroup,
-        act: Activation,
-        bias: bool,
-        input_dropout: Option<f32>,
         first_param_layer: usize,
+        links: ConvLinks,
     ) -> Vec<Launch> {
-        let conv = self.conv_group(id, group, act, bias, input_dropout);
+        let GroupKind::Conv {
+            act,
+            bias,
+            input_dropout,
+        } = group.kind
+        else {
+            unreachable!("conv is called for conv groups");
+        };
+        let conv = self.conv_group(id, group, act, bias, input_dropout, links);
         self.push_conv_constants(&conv);
         if conv.keep_pre {
             self.layout.add(
@@ -193,6 +307,7 @@ impl Gen<'_> {
         self.conv_forward(&conv);
         let backward_data = self.conv_backward_data(&conv);
         self.add_visual(conv.conv_idx, backward_data);
+        self.conv_mask_signal(&conv);
         let mut backward = self.conv_backward_weights(&conv);
         if conv.conv_idx > first_param_layer {
             backward.push(self.launch(backward_data));
@@ -209,6 +324,7 @@ impl Gen<'_> {
         act: Activation,
         bias: bool,
         input_dropout: Option<f32>,
+        links: ConvLinks,
     ) -> ConvGroup<'a> {
         let plan = self.plan;
         let conv_idx = *group
@@ -255,6 +371,7 @@ impl Gen<'_> {
             act,
             bias,
             keep_pre,
+            links,
             geometry: format!("{id}_geometry"),
             forward_tile: tile(NOMINAL_BATCH * (o.h * o.w) as u64, o.c as u64),
             data_tile: tile(NOMINAL_BATCH * (i.h * i.w) as u64, i.c as u64),
@@ -287,6 +404,7 @@ impl Gen<'_> {
             id, i, o, window, ..
         } = *conv;
         let (act_name, slope) = act_code(conv.act);
+        let (in_act_name, in_slope) = act_code(conv.links.in_act.unwrap_or(Activation::None));
         let int = |v: usize| v.to_string();
         let [(tm, tn), (btm, btn), (wtm, wtn)] =
             [conv.forward_tile, conv.data_tile, conv.weights_tile];
@@ -323,6 +441,9 @@ impl Gen<'_> {
                     c_float(conv.input_dropout.unwrap_or(0.0)),
                 ),
                 ("bool", "KEEP_PRE", conv.keep_pre.to_string()),
+                ("bool", "DY_MASKED", conv.links.dy_masked.to_string()),
+                ("int", "IN_ACT", in_act_name.to_string()),
+                ("float", "IN_SLOPE", c_float(in_slope)),
                 ("bool", "W_VEC", conv.weight_vec().to_string()),
                 ("int", "TM", tm.to_string()),
                 ("int", "TN", tn.to_string()),
@@ -449,17 +570,19 @@ impl Gen<'_> {
         let (btm, btn) = conv.data_tile;
         let grad_out = self.layout.grad[conv.conv_idx + 1].clone();
         let grad_in = self.layout.grad[conv.dropout_idx.unwrap_or(conv.conv_idx)].clone();
-        let mut params = vec![
-            param("const float* __restrict__", "dy", Arg::buffer(grad_out)),
-            param(
-                "const float* __restrict__",
-                "f",
-                Arg::buffer(conv.f_name.clone()),
-            ),
-            param("const float* __restrict__", "w", conv.weight.clone()),
-            param("float* __restrict__", "dx", Arg::buffer(grad_in)),
-            param("int", "n", Arg::Batch),
-        ];
+        let mut params = vec![param(
+            "const float* __restrict__",
+            "dy",
+            Arg::buffer(grad_out),
+        )];
+        params.extend(conv.f_param());
+        params.push(param("const float* __restrict__", "w", conv.weight.clone()));
+        let below = conv.links.in_act;
+        if below.is_some() {
+            params.push(param("const float* __restrict__", "x", conv.x.clone()));
+        }
+        params.push(param("float* __restrict__", "dx", Arg::buffer(grad_in)));
+        params.push(param("int", "n", Arg::Batch));
         conv.dropout_params(&mut params);
         params.push(param("int", "rule", Arg::Rule));
         let kernel = self.add_kernel(KernelDef {
@@ -483,33 +606,96 @@ impl Gen<'_> {
                 0,
                 Extent::per_image(2 * conv.macs),
                 Extent {
-                    per_image: 4 * (2 * out_len + in_len),
+                    per_image: 4
+                        * (out_len * conv.dy_reads() + in_len * (1 + u64::from(below.is_some()))),
                     fixed: 4 * conv.weight_len,
                 },
             ),
             comment: vec![
                 format!("{id}_backward_data: {}", conv.refs),
                 format!(
-                    "gradient at the input; {} mask applied on load with the ReLU rule `rule`{}",
-                    act_text(act),
+                    "gradient at the input; {}{}{}",
+                    conv.dy_text(act, true),
                     if conv.dropout_idx.is_some() {
                         "; the input dropout's mask applied in the epilogue (training)"
                     } else {
                         ""
-                    }
+                    },
+                    below
+                        .map(|a| format!(
+                            "; the {} mask of the conv below applied in the epilogue with `rule`",
+                            act_text(a)
+                        ))
+                        .unwrap_or_default()
                 ),
                 self.gemm_text(btm, btn),
             ],
             body: self.gemm_call(
                 "conv_backward_data",
                 &conv.geometry,
-                &format!("dy, f, w, dx, n, {}, rule", conv.dropout_call()),
+                &format!(
+                    "dy, {}, w, {}, dx, n, {}, rule",
+                    conv.f_arg(),
+                    if below.is_some() { "x" } else { "nullptr" },
+                    conv.dropout_call()
+                ),
             ),
             params,
             min_blocks: 2,
         });
         self.kernels[kernel].spec.gemm = Some(conv.gemm(KernelRole::BackwardData, conv.data_tile));
         kernel
+    }
+
+    /// `NAME_mask_signal`, where the group's gradient arrives masked and
+    /// its activation has a rule: the launch a visualisation runs first when
+    /// its signal starts at one of [`ConvLinks::signal_layers`].
+    fn conv_mask_signal(&mut self, conv: &ConvGroup) {
+        if conv.links.signal_layers.is_empty() {
+            return;
+        }
+        let id = conv.id;
+        let out_len = conv.out_len;
+        let grad_out = self.layout.grad[conv.conv_idx + 1].clone();
+        let kernel = self.add_kernel(KernelDef {
+            spec: self.spec(
+                &format!("{id}_mask_signal"),
+                KernelRole::BackwardData,
+                id,
+                conv.layers,
+                elementwise((conv.o.h * conv.o.w) as u64),
+                0,
+                0,
+                Extent::per_image(out_len),
+                Extent::per_image(4 * 3 * out_len),
+            ),
+            comment: vec![
+                format!("{id}_mask_signal: {}", conv.refs),
+                format!(
+                    "a visualisation's signal at the output through the {} mask with the ReLU rule `rule`, in place (the conv above applies it in training)",
+                    act_text(conv.act)
+                ),
+            ],
+            body: format!(
+                "allcnnc::mask_signal<{}>(g, f, n, rule);",
+                conv.geometry
+            ),
+            params: vec![
+                param("float* __restrict__", "g", Arg::buffer(grad_out)),
+                param(
+                    "const float* __restrict__",
+                    "f",
+                    Arg::buffer(conv.f_name.clone()),
+                ),
+                param("int", "n", Arg::Batch),
+                param("int", "rule", Arg::Rule),
+            ],
+            min_blocks: 0,
+        });
+        for &layer in &conv.links.signal_layers {
+            let launch = self.launch(kernel);
+            self.schedule.signal_masks[layer].push(launch);
+        }
     }
 
     /// `NAME_backward_weights`: the group's first training backward launch,
@@ -538,11 +724,9 @@ impl Gen<'_> {
         let mut params = vec![
             param("const float* __restrict__", "x", conv.x.clone()),
             param("const float* __restrict__", "dy", Arg::buffer(grad_out)),
-            param(
-                "const float* __restrict__",
-                "f",
-                Arg::buffer(conv.f_name.clone()),
-            ),
+        ];
+        params.extend(conv.f_param());
+        params.extend([
             param("float* __restrict__", "grad_w", grad_param("weight")),
             param(
                 "float* __restrict__",
@@ -556,7 +740,7 @@ impl Gen<'_> {
             param("float*", "partials", Arg::buffer("wgrad.partials")),
             param("unsigned*", "tile_counters", Arg::buffer("wgrad.counters")),
             param("int", "n", Arg::Batch),
-        ];
+        ]);
         conv.dropout_params(&mut params);
         let nominal = split_k.splits(NOMINAL_BATCH, NOMINAL_MULTIPROCESSORS);
         let backward_weights = self.add_kernel(KernelDef {
@@ -576,7 +760,7 @@ impl Gen<'_> {
                 0,
                 Extent::per_image(2 * conv.macs + if bias { out_len } else { 0 }),
                 Extent {
-                    per_image: 4 * (in_len + 2 * out_len),
+                    per_image: 4 * (in_len + conv.dy_reads() * out_len),
                     // The gradient written; with several splits, each
                     // split's partial sums written and read once too.
                     fixed: 4 * (weight_len + o.c as u64) * match nominal {
@@ -588,9 +772,9 @@ impl Gen<'_> {
             comment: vec![
                 format!("{id}_backward_weights: {}", conv.refs),
                 format!(
-                    "gradient of the weights{}; {} mask applied on load; split-K over the batch's output pixels (gridDim.z splits, from the batch and the SM count, at most {}), the last block of each output tile adds the splits in order",
+                    "gradient of the weights{}; {}; split-K over the batch's output pixels (gridDim.z splits, from the batch and the SM count, at most {}), the last block of each output tile adds the splits in order",
                     if bias { " and the bias" } else { "" },
-                    act_text(act),
+                    conv.dy_text(act, false),
                     split_k.max
                 ),
                 self.gemm_text(wtm, wtn),
@@ -599,7 +783,8 @@ impl Gen<'_> {
                 "conv_backward_weights",
                 &conv.geometry,
                 &format!(
-                    "x, dy, f, allcnnc::WeightGradient{{grad_w, grad_b, partials, tile_counters}}, n, {}",
+                    "x, dy, {}, allcnnc::WeightGradient{{grad_w, grad_b, partials, tile_counters}}, n, {}",
+                    conv.f_arg(),
                     conv.dropout_call()
                 ),
             ),

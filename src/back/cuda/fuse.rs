@@ -21,11 +21,12 @@
 //! - every other layer (pools, a dropout not followed by a conv, a gap not
 //!   followed by a softmax) is a group of its own.
 //!
-//! Backward fusion: the gradient kernels of a conv group (backward data and
-//! backward weights + bias) read the gradient at the group's output together
-//! with the group's output and apply the activation's mask (with the ReLU
-//! rule of the pass: backprop, deconvnet or guided) where they load it, so
-//! no masked gradient is ever stored. Max-pools route the gradient through
+//! Backward fusion: the activation's mask (with the ReLU rule of the pass:
+//! backprop, deconvnet or guided) is applied once per value, by the conv
+//! group above in its backward-data epilogue where the group above is a
+//! conv group, otherwise by the gradient kernels of the conv group (backward
+//! data and backward weights + bias) where they load the gradient at its
+//! output (`conv::ConvLinks`); no extra kernel or buffer either way. Max-pools route the gradient through
 //! their switches. The update is one launch over one flat buffer holding
 //! every parameter ([`UpdateGroup`]).
 

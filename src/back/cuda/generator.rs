@@ -128,17 +128,14 @@ impl<'a> Gen<'a> {
             .position(|l| matches!(l.op, Op::Conv { .. }))
             .unwrap_or(layers);
         let mut backward_groups = Vec::new();
-        for group in &fusion.groups {
+        let links = super::conv::conv_links(plan, fusion);
+        for (group, links) in fusion.groups.iter().zip(links) {
             let id = self.namer.name(&group.name);
             let (_, _, refs) = self.layer_refs(&group.layers);
             self.items
                 .push(Item::Section(vec![format!("{id}: {refs}")]));
             let backward = match group.kind {
-                GroupKind::Conv {
-                    act,
-                    bias,
-                    input_dropout,
-                } => self.conv(&id, group, act, bias, input_dropout, first_param_layer),
+                GroupKind::Conv { .. } => self.conv(&id, group, first_param_layer, links),
                 GroupKind::MaxPool | GroupKind::AvgPool => self.pool(&id, group),
                 GroupKind::GlobalAvgPool => self.gap(&id, group),
                 GroupKind::Dropout { p } => self.dropout(&id, group, p),

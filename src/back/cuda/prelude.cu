@@ -895,11 +895,65 @@ __device__ __forceinline__ void phase_pixel(const DataPhase& p, int sh, int sw, 
     *pixel = (p.py + sh * (r / p.aw)) * iw_size + p.px + sw * (r % p.aw);
 }
 
+// relu_rule of four gradients d and their activations f.
+template <class G>
+__device__ __forceinline__ float4 relu_rule4(float4 d, float4 f, int rule) {
+    return float4{relu_rule<G::ACT>(d.x, f.x, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.y, f.y, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.z, f.z, G::SLOPE, rule),
+                  relu_rule<G::ACT>(d.w, f.w, G::SLOPE, rule)};
+}
+
+// The signal below a conv group's activation at offset `at` of its output,
+// as the group's backward kernels load it. Where the kernel that wrote the
+// gradient applied the activation's rule already (DY_MASKED: the backward
+// data kernel of the conv group above, in its epilogue) the value is loaded
+// as it is, and `f` is not read: one load per value, and nothing waits for
+// it before the tile step (the staged K loop's loads stay in flight across
+// the mma). Elsewhere (a pool, the head or a caller's signal wrote it) the
+// rule is applied here, with the activation `f`.
+template <class G>
+__device__ __forceinline__ float grad_below_act(const float* __restrict__ dy,
+                                                const float* __restrict__ f, long long at,
+                                                int rule) {
+    if constexpr (G::DY_MASKED) {
+        return dy[at];
+    } else {
+        return relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+    }
+}
+
+template <class G>
+__device__ __forceinline__ float4 grad4_below_act(const float* __restrict__ dy,
+                                                  const float* __restrict__ f, long long at,
+                                                  int rule) {
+    if constexpr (G::DY_MASKED) {
+        return load4(dy + at);
+    } else {
+        return relu_rule4<G>(load4(dy + at), load4(f + at), rule);
+    }
+}
+
+// The epilogue's rule of the activation below (IN_ACT: the conv group whose
+// output is this group's input, when it is one whose kernels take their
+// gradient masked, DY_MASKED): applied to the gradient `v` at input offset
+// `at` with that activation `x` (this group's input), after the input
+// dropout's mask, exactly as that group's kernels would on load.
+template <class G>
+__device__ __forceinline__ float rule_of_input_act(float v, const float* __restrict__ x,
+                                                   size_t at, int rule) {
+    if constexpr (G::IN_ACT == ACT_NONE) {
+        return v;
+    } else {
+        return relu_rule<G::IN_ACT>(v, x[at], G::IN_SLOPE, rule);
+    }
+}
+
 // The implicit-GEMM operands of the gradient with respect to the input, in
 // phase p: A(m, k) is the output gradient that reaches the phase's input
 // pixel m through its tap and output channel k = (t, u, c_out), masked by
-// the activation with the pass's ReLU rule (zero where the tap falls
-// outside the output); B(k, ci) is the weight of (kh, kw, ci, c_out).
+// the activation with the pass's ReLU rule (grad_below_act; zero where the
+// tap falls outside the output); B(k, ci) is the weight of (kh, kw, ci, c_out).
 //
 // Offset of A(m, k) in the output gradient (and the activation), or -1
 // where A is zero.
@@ -924,7 +978,7 @@ __device__ __forceinline__ float conv_grad_at(const float* __restrict__ dy,
                                               const float* __restrict__ f, const DataPhase& p,
                                               int m, int k, int rows, int rule) {
     const long long at = conv_grad_index<G>(p, m, k, rows);
-    return at < 0 ? 0.0f : relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, rule);
+    return at < 0 ? 0.0f : grad_below_act<G>(dy, f, at, rule);
 }
 
 // Offset of B(k, ci) in the HWIO weights, or -1 outside the phase's GEMM.
@@ -951,23 +1005,13 @@ __device__ __forceinline__ float conv_weight_t_at(const float* __restrict__ w, c
 template <class G>
 constexpr bool OUTPUT_VEC = G::OC % 4 == 0;
 
-// relu_rule of four gradients d and their activations f.
-template <class G>
-__device__ __forceinline__ float4 relu_rule4(float4 d, float4 f, int rule) {
-    return float4{relu_rule<G::ACT>(d.x, f.x, G::SLOPE, rule),
-                  relu_rule<G::ACT>(d.y, f.y, G::SLOPE, rule),
-                  relu_rule<G::ACT>(d.z, f.z, G::SLOPE, rule),
-                  relu_rule<G::ACT>(d.w, f.w, G::SLOPE, rule)};
-}
-
 template <class G>
 __device__ __forceinline__ float4 conv_grad4_at(const float* __restrict__ dy,
                                                 const float* __restrict__ f, const DataPhase& p,
                                                 int m, int k, int rows, int rule) {
     static_assert(OUTPUT_VEC<G>, "groups of four output channels");
     const long long at = conv_grad_index<G>(p, m, k, rows);
-    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f}
-                  : relu_rule4<G>(load4(dy + at), load4(f + at), rule);
+    return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f} : grad4_below_act<G>(dy, f, at, rule);
 }
 
 template <class G>
@@ -1022,13 +1066,16 @@ using DataStaged = StagedIf<OUTPUT_VEC<G>, G::W_VEC, BM, BN>;
 // (blockIdx.z; see DataPhase): rows are the phase's input pixels (image,
 // a, b), columns input channels, K runs over the phase's (t, u, c_out).
 // The gradient at the output is loaded through the activation's mask (with
-// the pass's ReLU rule); the epilogue applies the fused input dropout's
-// mask in training. A phase with fewer pixels than the grid covers leaves
+// the pass's ReLU rule) unless its producer applied it (grad_below_act); the
+// epilogue applies the fused input dropout's mask in training, then the
+// rule of the activation below (rule_of_input_act, reading the input `x`).
+// A phase with fewer pixels than the grid covers leaves
 // its surplus blocks idle; one no tap reaches writes zeros.
 template <class G>
 __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
                                                    const float* __restrict__ f,
                                                    const float* __restrict__ w,
+                                                   const float* __restrict__ x,
                                                    float* __restrict__ dx, int n, u64 drop_key,
                                                    int training, int rule) {
     constexpr int TM = G::BTM, TN = G::BTN, BM = 16 * TM, BN = 16 * TN;
@@ -1072,7 +1119,7 @@ __device__ __forceinline__ void conv_backward_data(const float* __restrict__ dy,
             if (drop) {
                 v = dropout_value_keyed<G>(v, image_key, pixel * G::IC + ci);
             }
-            dx[base + ci] = v;
+            dx[base + ci] = rule_of_input_act<G>(v, x, base + ci, rule);
         }
     }
 }
@@ -1086,6 +1133,7 @@ template <class G, int PREC>
 __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__ dy,
                                                        const float* __restrict__ f,
                                                        const float* __restrict__ w,
+                                                       const float* __restrict__ x,
                                                        float* __restrict__ dx, int n, u64 drop_key,
                                                        int training, int rule) {
     constexpr int BM = 16 * G::BTM, BN = 16 * G::BTN;
@@ -1123,7 +1171,8 @@ __device__ __forceinline__ void conv_backward_data_mma(const float* __restrict__
             if (drop) {
                 v = dropout_value<G>(v, drop_key, image, pixel * G::IC + ci);
             }
-            dx[((size_t)image * G::IH * G::IW + pixel) * G::IC + ci] = v;
+            const size_t at = ((size_t)image * G::IH * G::IW + pixel) * G::IC + ci;
+            dx[at] = rule_of_input_act<G>(v, x, at, rule);
         }
     });
 }
@@ -1141,7 +1190,7 @@ template <class G>
 __device__ __forceinline__ float conv_dy_at(const float* __restrict__ dy,
                                             const float* __restrict__ f, int k, int co, int k_end) {
     const long long at = conv_dy_index<G>(k, co, k_end);
-    return at < 0 ? 0.0f : relu_rule<G::ACT>(dy[at], f[at], G::SLOPE, RULE_BACKPROP);
+    return at < 0 ? 0.0f : grad_below_act<G>(dy, f, at, RULE_BACKPROP);
 }
 
 template <class G>
@@ -1151,7 +1200,7 @@ __device__ __forceinline__ float4 conv_dy4_at(const float* __restrict__ dy,
     static_assert(OUTPUT_VEC<G>, "groups of four output channels");
     const long long at = conv_dy_index<G>(k, co, k_end);
     return at < 0 ? float4{0.0f, 0.0f, 0.0f, 0.0f}
-                  : relu_rule4<G>(load4(dy + at), load4(f + at), RULE_BACKPROP);
+                  : grad4_below_act<G>(dy, f, at, RULE_BACKPROP);
 }
 
 // The weight-gradient kernels' operand tiles for one K step (K = the
@@ -1613,6 +1662,24 @@ __device__ __forceinline__ void global_avg_pool_backward(const float* __restrict
     }
     const int image = e / (PIXELS * G::C), c = e % G::C;
     dx[e] = dy[(size_t)image * G::C + c] * (1.0f / (float)PIXELS);
+}
+
+// A signal placed at the output of a conv group whose backward kernels
+// take their gradient masked (DY_MASKED: a visualisation's signal, which no
+// kernel above wrote): the activation's rule applied in place, one pixel's
+// channels per thread (the batch's pixels index as int, like the conv
+// kernels' rows), as the conv group above would have in its epilogue.
+template <class G>
+__device__ __forceinline__ void mask_signal(float* __restrict__ g, const float* __restrict__ f,
+                                            int n, int rule) {
+    const int pixel = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pixel >= n * G::OH * G::OW) {
+        return;
+    }
+    const size_t base = (size_t)pixel * G::OC;
+    for (int c = 0; c < G::OC; ++c) {
+        g[base + c] = relu_rule<G::ACT>(g[base + c], f[base + c], G::SLOPE, rule);
+    }
 }
 
 // A dropout no conv absorbed: forward and backward of one value per thread.

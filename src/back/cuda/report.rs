@@ -183,6 +183,18 @@ pub fn render(
         human(total_flops, "FLOP"),
         human(total_bytes, "B")
     );
+    if !step.is_empty() {
+        let step_flops: u64 = step.iter().map(|&k| plan.kernels[k].flops.at(batch)).sum();
+        let step_bytes: u64 = step.iter().map(|&k| plan.kernels[k].bytes.at(batch)).sum();
+        let _ = writeln!(
+            out,
+            "  {:<32} {:<16} {:>12} {:>12}",
+            format!("a training step ({} launches)", step.len()),
+            "",
+            human(step_flops, "FLOP"),
+            human(step_bytes, "B")
+        );
+    }
     if step_useful > 0 {
         let _ = writeln!(
             out,

@@ -21,6 +21,8 @@ pub struct Schedule {
     pub infer_launches: Vec<usize>,
     /// Per layer: the launches taking a signal from its output to its input.
     pub visual: Vec<Vec<Launch>>,
+    /// Per layer: the launches a signal placed at its output needs first.
+    pub signal_masks: Vec<Vec<Launch>>,
 }
 
 impl Schedule {
@@ -33,6 +35,7 @@ impl Schedule {
             update: Vec::new(),
             infer_launches: vec![0; layers],
             visual: vec![Vec::new(); layers],
+            signal_masks: vec![Vec::new(); layers],
         }
     }
 
@@ -56,6 +59,7 @@ impl Schedule {
                 grad_output: layout.grad[l + 1].clone(),
                 grad_input: layout.grad[l].clone(),
                 visual_backward: self.visual[l].clone(),
+                signal_mask: self.signal_masks[l].clone(),
             })
             .collect()
     }
