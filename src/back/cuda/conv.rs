@@ -35,8 +35,10 @@ fn keeps_pre(act: Activation) -> bool {
     matches!(act, Activation::LeakyRelu { slope } if slope < 0.0)
 }
 
-/// How a conv group's gradient meets the activation of the conv group below
-/// it. Where a conv group's input is the output of another conv group (with
+/// What a conv group does for the conv groups beside it, so that their
+/// gathers load values as stored.
+///
+/// The activation's rule: where a conv group's input is the output of another conv group (with
 /// an activation that needs no pre-activation), the upper group's
 /// backward-data kernel applies the lower group's activation rule in its
 /// epilogue, to the gradient it writes; the lower group's backward-data and
@@ -45,6 +47,15 @@ fn keeps_pre(act: Activation) -> bool {
 /// loaded values before the tile step. The rule is applied once per value
 /// either way, to the same operands, so the results are bit for bit those
 /// of applying it on load.
+///
+/// The input dropout: where a conv group's fused input dropout follows
+/// another conv group, the lower group's forward epilogue applies it in
+/// training (the same draw per value, `v * scale` or 0), once per value
+/// instead of once per gathered element, and the upper group's forward and
+/// weight-gradient gathers load the input as stored (`IN_DROPPED`). The
+/// stored activation is then the dropped one; the lower group's rule,
+/// applied in the upper backward-data epilogue after the dropout's mask,
+/// sees the same sign wherever the gradient is not already zero.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConvLinks {
     /// The activation of the conv group below, whose rule this group's
@@ -52,6 +63,15 @@ pub struct ConvLinks {
     pub in_act: Option<Activation>,
     /// Whether the group above applies this group's activation rule.
     pub dy_masked: bool,
+    /// The input dropout of the conv group above (its drop probability and
+    /// layer), which this group's forward epilogue applies in training, so
+    /// that the group above gathers its input as stored.
+    pub out_dropout: Option<(f32, usize)>,
+    /// Whether the group below applies this group's input dropout
+    /// (`IN_DROPPED`): the forward and weight-gradient gathers load the
+    /// input as stored; the backward-data epilogue still applies the mask to
+    /// the gradient it writes.
+    pub in_dropped: bool,
     /// The layers at whose output a visualisation signal is this group's
     /// gradient (its conv, and a dropout the group above absorbed): such a
     /// signal gets the rule first (`NAME_mask_signal`), since no kernel
@@ -73,6 +93,10 @@ pub fn conv_links(plan: &plan::Plan, fusion: &Fusion) -> Vec<ConvLinks> {
         else {
             continue;
         };
+        if let Some(p) = input_dropout {
+            links[upper - 1].out_dropout = Some((p, pair[1].layers[0]));
+            links[upper].in_dropped = true;
+        }
         if act == Activation::None || keeps_pre(act) {
             continue;
         }
@@ -171,6 +195,34 @@ impl ConvGroup<'_> {
             params.push(param("u64", "drop_key", Arg::DropoutKey { layer: d }));
             params.push(param("int", "training", Arg::Training));
         }
+    }
+
+    /// The forward kernel's dropout parameters: the group's own input
+    /// dropout's, and the key of the dropout it applies for the group above.
+    fn forward_dropout_params(&self, params: &mut Vec<Param>) {
+        self.dropout_params(params);
+        if let Some((_, d)) = self.links.out_dropout {
+            params.push(param("u64", "out_drop_key", Arg::DropoutKey { layer: d }));
+            if self.dropout_idx.is_none() {
+                params.push(param("int", "training", Arg::Training));
+            }
+        }
+    }
+
+    /// The forward call's dropout arguments (`drop_key, training,
+    /// out_drop_key`).
+    fn forward_dropout_call(&self) -> String {
+        let own = if self.dropout_idx.is_some() {
+            "drop_key"
+        } else {
+            "0ULL"
+        };
+        let (training, out) = match (self.dropout_idx, self.links.out_dropout) {
+            (_, Some(_)) => ("training", "out_drop_key"),
+            (Some(_), None) => ("training", "0ULL"),
+            (None, None) => ("0", "0ULL"),
+        };
+        format!("{own}, {training}, {out}")
     }
 
     /// The implicit GEMM of the group's kernel of `role` in tiles of
@@ -442,6 +494,17 @@ impl Gen<'_> {
                 ),
                 ("bool", "KEEP_PRE", conv.keep_pre.to_string()),
                 ("bool", "DY_MASKED", conv.links.dy_masked.to_string()),
+                ("bool", "IN_DROPPED", conv.links.in_dropped.to_string()),
+                (
+                    "bool",
+                    "OUT_DROPOUT",
+                    conv.links.out_dropout.is_some().to_string(),
+                ),
+                (
+                    "float",
+                    "OUT_DROP_P",
+                    c_float(conv.links.out_dropout.map_or(0.0, |(p, _)| p)),
+                ),
                 ("int", "IN_ACT", in_act_name.to_string()),
                 ("float", "IN_SLOPE", c_float(in_slope)),
                 ("bool", "W_VEC", conv.weight_vec().to_string()),
@@ -494,13 +557,24 @@ impl Gen<'_> {
             ));
         }
         params.push(param("int", "n", Arg::Batch));
-        conv.dropout_params(&mut params);
+        conv.forward_dropout_params(&mut params);
         let epilogue = u64::from(bias) + u64::from(!matches!(act, Activation::None));
         let weight_bytes = 4 * (conv.weight_len + if bias { o.c as u64 } else { 0 });
-        let dropout_text = conv
+        let mut dropout_text = conv
             .input_dropout
-            .map(|p| format!("; input dropout p={p:?} applied on load"))
+            .map(|p| {
+                if conv.links.in_dropped {
+                    format!("; input dropout p={p:?} applied by the conv below (training)")
+                } else {
+                    format!("; input dropout p={p:?} applied on load")
+                }
+            })
             .unwrap_or_default();
+        if let Some((p, _)) = conv.links.out_dropout {
+            dropout_text.push_str(&format!(
+                "; the dropout p={p:?} of the conv above applied in the epilogue (training)"
+            ));
+        }
         let forward = self.add_kernel(KernelDef {
             spec: self.spec(
                 &format!("{id}_forward"),
@@ -541,7 +615,7 @@ impl Gen<'_> {
                     "x, w, {}, y, {}, n, {}",
                     if bias { "b" } else { "nullptr" },
                     if keep_pre { "pre" } else { "nullptr" },
-                    conv.dropout_call()
+                    conv.forward_dropout_call()
                 ),
             ),
             params,

@@ -544,10 +544,15 @@ template <class G, int BM, int BN>
 using ForwardStaged = StagedIf<INPUT_VEC<G>, G::W_VEC, BM, BN>;
 
 // The forward epilogue of output (m, co): bias, the pre-activation where the
-// backward pass needs it, the activation.
+// backward pass needs it, the activation, and in training the dropout of
+// the conv group above when that group takes its input dropped
+// (OUT_DROPOUT): decided here once per value, with the draw the group above
+// would make where it gathers the value (image m / pixels, value
+// pixel * OC + co), so the values are those it would compute.
 template <class G>
 __device__ __forceinline__ void conv_store(float v, int m, int co, const float* __restrict__ bias,
-                                           float* __restrict__ y, float* __restrict__ pre) {
+                                           float* __restrict__ y, float* __restrict__ pre,
+                                           bool drop_out, u64 out_drop_key) {
     if constexpr (G::BIAS) {
         v += bias[co];
     }
@@ -555,7 +560,16 @@ __device__ __forceinline__ void conv_store(float v, int m, int co, const float* 
     if constexpr (G::KEEP_PRE) {
         pre[at] = v;
     }
-    y[at] = activate<G::ACT>(v, G::SLOPE);
+    v = activate<G::ACT>(v, G::SLOPE);
+    if constexpr (G::OUT_DROPOUT) {
+        if (drop_out) {
+            constexpr int OUT_PIXELS = G::OH * G::OW;
+            constexpr float scale = 1.0f / (1.0f - G::OUT_DROP_P);
+            const int image = m / OUT_PIXELS, j = (m % OUT_PIXELS) * G::OC + co;
+            v = dropout_keep(out_drop_key, image, j, G::OUT_DROP_P) ? v * scale : 0.0f;
+        }
+    }
+    y[at] = v;
 }
 
 // Convolution forward as an implicit GEMM: rows are output pixels
@@ -568,7 +582,7 @@ template <class G>
 __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const float* __restrict__ w,
                                              const float* __restrict__ bias, float* __restrict__ y,
                                              float* __restrict__ pre, int n, u64 drop_key,
-                                             int training) {
+                                             int training, u64 out_drop_key) {
     constexpr int TM = G::TM, TN = G::TN, BM = 16 * TM, BN = 16 * TN;
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
@@ -577,7 +591,7 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
     const int rows = n * OUT_PIXELS;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const bool drop = G::DROPOUT && training;
+    const bool drop = G::DROPOUT && !G::IN_DROPPED && training;
     ImageKeyCache keys{-1, 0ULL};
     float acc[TM][TN] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
@@ -601,7 +615,7 @@ __device__ __forceinline__ void conv_forward(const float* __restrict__ x, const 
             if (co >= G::OC) {
                 continue;
             }
-            conv_store<G>(acc[i][j], m, co, bias, y, pre);
+            conv_store<G>(acc[i][j], m, co, bias, y, pre, training, out_drop_key);
         }
     }
 }
@@ -810,7 +824,8 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
                                                  const float* __restrict__ w,
                                                  const float* __restrict__ bias,
                                                  float* __restrict__ y, float* __restrict__ pre,
-                                                 int n, u64 drop_key, int training) {
+                                                 int n, u64 drop_key, int training,
+                                                 u64 out_drop_key) {
     constexpr int BM = 16 * G::TM, BN = 16 * G::TN;
     constexpr int K = G::KH * G::KW * G::IC;
     constexpr int OUT_PIXELS = G::OH * G::OW;
@@ -818,7 +833,7 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
     const int rows = n * OUT_PIXELS;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
-    const bool drop = G::DROPOUT && training;
+    const bool drop = G::DROPOUT && !G::IN_DROPPED && training;
     ImageKeyCache keys{-1, 0ULL};
     float acc[BM / 64][BN / 16][4] = {};
     using Stage = ForwardStaged<G, BM, BN>;
@@ -839,7 +854,7 @@ __device__ __forceinline__ void conv_forward_mma(const float* __restrict__ x,
         [&] { mma_tile_step(tiles, acc, warp); });
     mma_for_each<BM, BN>(acc, warp, [&](int row, int col, float v) {
         if (m0 + row < rows && n0 + col < G::OC) {
-            conv_store<G>(v, m0 + row, n0 + col, bias, y, pre);
+            conv_store<G>(v, m0 + row, n0 + col, bias, y, pre, training, out_drop_key);
         }
     });
 }
@@ -1369,7 +1384,7 @@ __device__ __forceinline__ void conv_backward_weights(const float* __restrict__ 
     const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const bool drop = G::DROPOUT && training;
+    const bool drop = G::DROPOUT && !G::IN_DROPPED && training;
     const bool bias_block = G::BIAS && blockIdx.x == 0 && ty == 0;
     float acc[TM][TN] = {};
     float bias_acc[TN] = {};
@@ -1446,7 +1461,7 @@ __device__ __forceinline__ void conv_backward_weights_mma(const float* __restric
     const WeightSplit split = weight_split<G>(out, n * OUT_PIXELS);
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const MmaWarp warp = mma_warp<BM, BN>();
-    const bool drop = G::DROPOUT && training;
+    const bool drop = G::DROPOUT && !G::IN_DROPPED && training;
     const bool bias_block = G::BIAS && blockIdx.x == 0;
     const bool bias_thread = bias_block && threadIdx.x < BN;
     float acc[BM / 64][BN / 16][4] = {};
