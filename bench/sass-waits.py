@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Whether a tensor-core K loop's global loads stay in flight across its mma.
 
-Compiles a generated module (`allcnnc compile MODEL --precision tf32|bf16 -o
-DIR` writes DIR/NAME.cu) to an sm_90 cubin with NVRTC, disassembles it with
+Disassembles a generated module's cubin (`allcnnc compile MODEL --verify
+--precision tf32|bf16 -o DIR` writes DIR/NAME.cubin, sm_90 by default) with
 nvdisasm and, per kernel with tensor-core instructions (HMMA), looks at the
 K loop's gathering pass: the instructions from the barrier that publishes a
 step's tiles to the step's first HMMA. It counts the global loads issued
@@ -16,53 +16,18 @@ A static reading of the SASS, not a timing: it shows where a warp must
 wait, not for how long. The analysis is a heuristic over one straight-line
 region per kernel (the gathering pass before the first HMMA).
 
-Needs NVRTC (`eval "$(scripts/install-nvrtc.sh)"`) and nvdisasm, which
-PyPI ships as `nvidia-cuda-nvdisasm` (13.2 or later disassembles the sm_90
-cubins NVRTC 13.0 writes):
+Needs nvdisasm, which PyPI ships as `nvidia-cuda-nvdisasm` (13.2 or later
+disassembles the sm_90 cubins NVRTC 13.0 writes):
 
     python3 -m pip install --target .nvdisasm nvidia-cuda-nvdisasm==13.2.86
-    python3 bench/sass-waits.py DIR/NAME.cu [--nvdisasm PATH]
+    python3 bench/sass-waits.py DIR/NAME.cubin [--nvdisasm PATH]
 """
 
 import argparse
-import ctypes
 import os
 import re
 import subprocess
 import sys
-import tempfile
-
-
-def cubin(source_path):
-    lib_dir = next(
-        (d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d and os.path.exists(os.path.join(d, "libnvrtc.so.13"))),
-        None,
-    )
-    if lib_dir is None:
-        sys.exit('libnvrtc.so.13 not on LD_LIBRARY_PATH: run eval "$(scripts/install-nvrtc.sh)" first')
-    include = os.environ.get("ALLCNNC_CUDA_INCLUDE")
-    if not include:
-        sys.exit('ALLCNNC_CUDA_INCLUDE is not set: run eval "$(scripts/install-nvrtc.sh)" first')
-    lib = ctypes.CDLL(os.path.join(lib_dir, "libnvrtc.so.13"))
-    prog = ctypes.c_void_p()
-    source = open(source_path, "rb").read()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"module.cu", 0, None, None) != 0:
-        sys.exit("nvrtcCreateProgram failed")
-    # The options the runtime compiles with (runtime/src/cuda/nvrtc.rs).
-    options = [b"--gpu-architecture=sm_90", b"--std=c++17", ("--include-path=" + include).encode()]
-    array = (ctypes.c_char_p * len(options))(*options)
-    status = lib.nvrtcCompileProgram(prog, len(options), array)
-    size = ctypes.c_size_t()
-    if status != 0:
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        sys.exit(log.value.decode(errors="replace"))
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    data = ctypes.create_string_buffer(size.value)
-    if lib.nvrtcGetCUBIN(prog, data) != 0:
-        sys.exit("nvrtcGetCUBIN failed")
-    return data.raw
 
 
 def kernels(sass):
@@ -112,15 +77,12 @@ def waits(ins):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="a generated module's .cu")
+    parser.add_argument("cubin", help="a generated module's cubin (compile --verify)")
     parser.add_argument("--nvdisasm", default=".nvdisasm/nvidia/cu13/bin/nvdisasm")
     args = parser.parse_args()
     if not os.path.exists(args.nvdisasm):
         sys.exit(f"no nvdisasm at {args.nvdisasm}: see this script's doc for how to install it")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin(args.source))
-        f.flush()
-        sass = subprocess.run([args.nvdisasm, "-c", f.name], check=True, capture_output=True, text=True).stdout
+    sass = subprocess.run([args.nvdisasm, "-c", args.cubin], check=True, capture_output=True, text=True).stdout
     print(f"{'kernel':28} {'loads':>5} {'waiting':>7}  (K loop's gathering pass, barrier to first HMMA)")
     for name, ins in kernels(sass).items():
         counted = waits(ins)

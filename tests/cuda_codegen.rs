@@ -423,4 +423,10 @@ fn compile_cli_reports_registers_with_verify() {
         .unwrap_or_else(|| panic!("no registers in {report_line:?}"));
     assert!((16..=255).contains(&regs), "{report_line}");
     assert!(stdout.contains("spill registers"), "{stdout}");
+    let cubin =
+        std::fs::read(dir.path().join("all_cnn_c.cubin")).expect("the cubin --verify writes");
+    assert!(
+        cubin.starts_with(b"\x7fELF"),
+        "the cubin is not an ELF file"
+    );
 }

@@ -269,6 +269,12 @@ pub fn compile(file: &Path, output: &Path, options: &CompileOptions) -> CliResul
         eprintln!("wrote {}", path.display());
     }
     if let Some(compiled) = &compiled {
+        let path = output.join(format!("{}.cubin", graph.name));
+        std::fs::write(&path, &compiled.cubin)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(compiled) = &compiled {
         print!(
             "{}",
             back::cuda::report::render_verification(&program, &options.arch, compiled)

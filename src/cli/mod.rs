@@ -82,7 +82,7 @@ pub enum Command {
         /// Print the fused groups and each CUDA kernel's FLOPs and bytes moved
         #[arg(long)]
         report: bool,
-        /// Compile every CUDA kernel with NVRTC and print registers, shared memory and spills
+        /// Compile every CUDA kernel with NVRTC, print registers, shared memory and spills, and write the module's cubin (NAME.cubin, for nvdisasm)
         #[arg(long)]
         verify: bool,
         /// GPU architecture for --verify

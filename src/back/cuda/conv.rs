@@ -80,7 +80,7 @@ pub struct ConvLinks {
 }
 
 /// Per group of `fusion`, its [`ConvLinks`] (the default for other groups).
-pub fn conv_links(plan: &plan::Plan, fusion: &Fusion) -> Vec<ConvLinks> {
+pub fn conv_links(fusion: &Fusion) -> Vec<ConvLinks> {
     let mut links = vec![ConvLinks::default(); fusion.groups.len()];
     for (upper, pair) in fusion
         .groups
@@ -101,7 +101,6 @@ pub fn conv_links(plan: &plan::Plan, fusion: &Fusion) -> Vec<ConvLinks> {
             continue;
         }
         let conv_idx = *pair[0].layers.last().expect("groups are not empty");
-        debug_assert!(matches!(plan.layers[conv_idx].op, Op::Conv { .. }));
         links[upper].in_act = Some(act);
         let lower = &mut links[upper - 1];
         lower.dy_masked = true;

@@ -128,7 +128,7 @@ impl<'a> Gen<'a> {
             .position(|l| matches!(l.op, Op::Conv { .. }))
             .unwrap_or(layers);
         let mut backward_groups = Vec::new();
-        let links = super::conv::conv_links(plan, fusion);
+        let links = super::conv::conv_links(fusion);
         for (group, links) in fusion.groups.iter().zip(links) {
             let id = self.namer.name(&group.name);
             let (_, _, refs) = self.layer_refs(&group.layers);

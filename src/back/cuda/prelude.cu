@@ -76,11 +76,16 @@ __device__ __forceinline__ u64 image_key(ImageKeyCache& cache, u64 layer_key, in
     return cache.key;
 }
 
-// Inverted dropout of one value (scaled by 1 / (1 - p) when kept).
+// Inverted dropout of one value with probability p (scaled by 1 / (1 - p)
+// when kept); G's input dropout (G::DROP_P) unless p is given.
+__device__ __forceinline__ float dropout_value_p(float v, u64 layer_key, int image, int j,
+                                                 float p) {
+    return dropout_keep(layer_key, image, j, p) ? v * (1.0f / (1.0f - p)) : 0.0f;
+}
+
 template <class G>
 __device__ __forceinline__ float dropout_value(float v, u64 layer_key, int image, int j) {
-    constexpr float scale = 1.0f / (1.0f - G::DROP_P);
-    return dropout_keep(layer_key, image, j, G::DROP_P) ? v * scale : 0.0f;
+    return dropout_value_p(v, layer_key, image, j, G::DROP_P);
 }
 
 // The same with the image's stream key already derived.
@@ -564,9 +569,8 @@ __device__ __forceinline__ void conv_store(float v, int m, int co, const float* 
     if constexpr (G::OUT_DROPOUT) {
         if (drop_out) {
             constexpr int OUT_PIXELS = G::OH * G::OW;
-            constexpr float scale = 1.0f / (1.0f - G::OUT_DROP_P);
-            const int image = m / OUT_PIXELS, j = (m % OUT_PIXELS) * G::OC + co;
-            v = dropout_keep(out_drop_key, image, j, G::OUT_DROP_P) ? v * scale : 0.0f;
+            v = dropout_value_p(v, out_drop_key, m / OUT_PIXELS, (m % OUT_PIXELS) * G::OC + co,
+                                G::OUT_DROP_P);
         }
     }
     y[at] = v;
